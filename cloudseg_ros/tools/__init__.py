@@ -1,0 +1,1 @@
+"""Command-line tools: demo and benchmarks (entry points of the `cloudseg` command)."""
