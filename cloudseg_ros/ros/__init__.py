@@ -1,1 +1,1 @@
-"""ros."""
+"""rclpy glue: msg <-> ndarray conversions, named QoS profiles, parameter helpers."""

@@ -1,0 +1,164 @@
+"""Robot-side node: frame selector + downsampler + encoder, publishing low-resolution frames.
+
+Subscribes `image_raw` (sensor_msgs/Image) and `keyframe_request` (std_msgs/Empty, from the
+cloud after it lost the H.264 stream); publishes `frames` (cloudseg_ros/EncodedFrame),
+`image_lowres/compressed` (JPEG, image_transport style, for rviz) and `edge_stats`.
+Never imports torch: a robot may not have it.
+"""
+import time
+from dataclasses import dataclass
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Empty
+
+from cloudseg_ros.core.codecs import CODECS, CodecError
+from cloudseg_ros.core.edge_pipeline import EdgeConfig, EdgeFrame, EdgePipeline
+from cloudseg_ros.core.imageops import ImageError
+from cloudseg_ros.core.selector import FrameKind
+from cloudseg_ros.msg import EncodedFrame, PipelineStats
+from cloudseg_ros.ros import qos
+from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, image_msg_to_rgb,
+                                          stamp_to_s)
+from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
+
+PARAMS = (
+    ParamSpec('scale', 4, 'Downsampling factor before encoding (frame side / scale).', 1, 4),
+    ParamSpec('codec', 'jpeg', 'Uplink codec.', choices=CODECS),
+    ParamSpec('jpeg_quality', 75, 'JPEG quality (1 worst .. 100 best).', 1, 100),
+    ParamSpec('h264_crf', 28, 'H.264 constant rate factor (0 best .. 51 worst).', 0, 51),
+    ParamSpec('max_rate_hz', 15.0, 'Highest rate of sent frames, Hz.', 0.1, 120.0),
+    ParamSpec('useful_threshold', 0.03,
+              'Content deviation (0..1) from the last sent frame above which a frame is sent.',
+              0.0, 1.0),
+    ParamSpec('key_threshold', 0.20,
+              'Content deviation (0..1) from the last key frame above which a frame is a key '
+              'frame (H.264 IDR).', 0.0, 1.0),
+    ParamSpec('max_interval_s', 2.0, 'Send a frame at least this often, seconds.', 0.05, 60.0),
+    ParamSpec('probe_interval_s', 0.0,
+              'Send one full-resolution JPEG probe frame this often for the accuracy watchdog, '
+              'seconds (0 = off).', 0.0, 3600.0),
+    ParamSpec('publish_compressed', True,
+              'Also publish JPEG frames as sensor_msgs/CompressedImage for rviz.'),
+)
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """The node's parameters: the pipeline's config plus what only the node uses."""
+
+    pipeline: EdgeConfig
+    probe_interval_s: float
+    publish_compressed: bool
+
+    @staticmethod
+    def from_values(values) -> 'EdgeSettings':
+        """Build and validate from {parameter: value}; ValueError says what is wrong."""
+        return EdgeSettings(config_from_values(EdgeConfig, values).validate(),
+                            float(values['probe_interval_s']), bool(values['publish_compressed']))
+
+
+class EdgeNode(Node):
+    """Selects, downsamples and encodes camera frames for a low-bandwidth uplink."""
+
+    def __init__(self) -> None:
+        super().__init__('edge')
+        values = declare_params(self, PARAMS)
+        self.settings = EdgeSettings.from_values(values)
+        self.pipeline = EdgePipeline(self.settings.pipeline)
+        self._frames_pub = self.create_publisher(EncodedFrame, 'frames', qos.SENSOR)
+        self._jpeg_pub = self.create_publisher(CompressedImage, 'image_lowres/compressed',
+                                               qos.SENSOR)
+        self._stats_pub = self.create_publisher(PipelineStats, 'edge_stats', qos.STATS)
+        self.create_subscription(Image, 'image_raw', self._on_image, qos.SENSOR)
+        self.create_subscription(Empty, 'keyframe_request', self._on_key_request, qos.STATS)
+        self._binder = ParamBinder(self, PARAMS, values, EdgeSettings.from_values, self._apply)
+        self._seq = 0
+        self._bytes_total = 0
+        self._frames_in = 0
+        self._rejected = 0
+        self._last_probe_s = -float('inf')
+        cfg = self.pipeline.config
+        self.get_logger().info(
+            f'edge: scale x{cfg.scale}, {cfg.codec} (q{cfg.jpeg_quality}/crf{cfg.h264_crf}), '
+            f'<= {cfg.max_rate_hz} Hz, thresholds useful {cfg.useful_threshold} / key '
+            f'{cfg.key_threshold}, max interval {cfg.max_interval_s} s')
+
+    def _apply(self, settings: EdgeSettings) -> None:
+        self.pipeline.reconfigure(settings.pipeline)
+        self.settings = settings
+        cfg = settings.pipeline
+        self.get_logger().info(f'edge reconfigured: scale x{cfg.scale}, {cfg.codec}, '
+                               f'<= {cfg.max_rate_hz} Hz')
+
+    def _on_key_request(self, _msg: Empty) -> None:
+        self.pipeline.request_key()
+
+    def _on_image(self, msg: Image) -> None:
+        self._frames_in += 1
+        now_s = time.monotonic()
+        try:
+            rgb = image_msg_to_rgb(msg)
+            frames = [self.pipeline.process(rgb, stamp_to_s(msg.header.stamp))]
+            if self._probe_due(now_s):
+                frames.append(self.pipeline.process(rgb, 0.0, force_kind=FrameKind.PROBE))
+        except (ImageError, CodecError, ValueError) as err:
+            self._rejected += 1
+            self.get_logger().error(f'frame rejected: {err}', throttle_duration_sec=2.0)
+            return
+        for frame in frames:
+            if frame is not None:
+                self._publish(msg, frame)
+
+    def _probe_due(self, now_s: float) -> bool:
+        interval_s = self.settings.probe_interval_s
+        if interval_s <= 0 or now_s - self._last_probe_s < interval_s:
+            return False
+        self._last_probe_s = now_s
+        return True
+
+    def _publish(self, image: Image, frame: EdgeFrame) -> None:
+        self._seq += 1
+        self._bytes_total += len(frame.data)
+        out = EncodedFrame(header=copy_header(image.header), seq=self._seq, kind=int(frame.kind),
+                           orig_width=frame.orig_width, orig_height=frame.orig_height,
+                           width=frame.width, height=frame.height, scale=frame.scale,
+                           codec=frame.codec, keyframe=frame.keyframe)
+        out.data = frame.data
+        self._frames_pub.publish(out)
+        if self.settings.publish_compressed and frame.codec == 'jpeg' and frame.kind != FrameKind.PROBE:
+            self._jpeg_pub.publish(compressed_msg(out.header, 'jpeg', frame.data))
+        self._stats_pub.publish(self._stats(out, frame))
+
+    def _stats(self, out: EncodedFrame, frame: EdgeFrame) -> PipelineStats:
+        counts = self.pipeline.counts
+        latency_ms = (self.get_clock().now().nanoseconds * 1e-9
+                      - stamp_to_s(out.header.stamp)) * 1e3
+        return PipelineStats(
+            header=out.header, stage='edge', seq=out.seq, kind=out.kind,
+            frames_in=self._frames_in, frames_key=counts.get(FrameKind.KEY, 0),
+            frames_useful=counts.get(FrameKind.USEFUL, 0),
+            frames_forced=counts.get(FrameKind.FORCED, 0),
+            frames_skipped=counts.get(FrameKind.SKIP, 0), frames_rejected=self._rejected,
+            bytes_total=self._bytes_total, frame_bytes=len(frame.data), width=frame.width,
+            height=frame.height, encode_ms=frame.encode_ms, total_ms=frame.encode_ms,
+            latency_ms=latency_ms)
+
+
+def main(args=None) -> None:
+    """Run the edge node until shut down."""
+    rclpy.init(args=args)
+    node = EdgeNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
