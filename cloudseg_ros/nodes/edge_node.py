@@ -24,6 +24,10 @@ from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, image_msg
                                           stamp_to_s)
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
 
+# image_transport's format string: original encoding; codec; what the decoder returns (OpenCV
+# decodes to BGR, which shows the right colours), so rviz and republish read it as a camera's.
+JPEG_FORMAT = 'rgb8; jpeg compressed bgr8'
+
 PARAMS = (
     ParamSpec('scale', 4, 'Downsampling factor before encoding (frame side / scale).', 1, 4),
     ParamSpec('codec', 'jpeg', 'Uplink codec.', choices=CODECS),
@@ -129,7 +133,7 @@ class EdgeNode(Node):
         out.data = frame.data
         self._frames_pub.publish(out)
         if self.settings.publish_compressed and frame.codec == 'jpeg' and frame.kind != FrameKind.PROBE:
-            self._jpeg_pub.publish(compressed_msg(out.header, 'jpeg', frame.data))
+            self._jpeg_pub.publish(compressed_msg(out.header, JPEG_FORMAT, frame.data))
         self._stats_pub.publish(self._stats(out, frame))
 
     def _stats(self, out: EncodedFrame, frame: EdgeFrame) -> PipelineStats:

@@ -26,8 +26,10 @@ class NodeProcess:
     """One node running in its own process, its output kept in a log file for failures."""
 
     def __init__(self, module: str, log_dir: str, params=None, namespace: str = '',
-                 remaps=None) -> None:
+                 remaps=None, params_file: str = '') -> None:
         args = [sys.executable, '-m', module, '--ros-args']
+        if params_file:
+            args += ['--params-file', params_file]
         for name, value in (params or {}).items():
             args += ['-p', f'{name}:={_param_text(value)}']
         if namespace:
