@@ -132,7 +132,8 @@ class EdgeNode(Node):
                            codec=frame.codec, keyframe=frame.keyframe)
         out.data = frame.data
         self._frames_pub.publish(out)
-        if self.settings.publish_compressed and frame.codec == 'jpeg' and frame.kind != FrameKind.PROBE:
+        viewable = frame.codec == 'jpeg' and frame.kind != FrameKind.PROBE
+        if viewable and self.settings.publish_compressed:
             self._jpeg_pub.publish(compressed_msg(out.header, JPEG_FORMAT, frame.data))
         self._stats_pub.publish(self._stats(out, frame))
 
