@@ -105,9 +105,14 @@ class EdgeNode(Node):
         now_s = time.monotonic()
         try:
             rgb = image_msg_to_rgb(msg)
-            frames = [self.pipeline.process(rgb, stamp_to_s(msg.header.stamp))]
+            t_s = stamp_to_s(msg.header.stamp)
+            frames = [self.pipeline.process(rgb, t_s)]
             if self._probe_due(now_s):
-                frames.append(self.pipeline.process(rgb, 0.0, force_kind=FrameKind.PROBE))
+                # The cloud compares the probe with the mask of the same image sent as usual,
+                # so that image goes out even if the selector would have skipped it.
+                if frames[0] is None:
+                    frames[0] = self.pipeline.process(rgb, t_s, force_kind=FrameKind.FORCED)
+                frames.append(self.pipeline.process(rgb, t_s, force_kind=FrameKind.PROBE))
         except (ImageError, CodecError, ValueError) as err:
             self._rejected += 1
             self.get_logger().error(f'frame rejected: {err}', throttle_duration_sec=2.0)

@@ -1,0 +1,246 @@
+"""Cloud node: decode -> super-resolution -> segmentation, masks back to each robot.
+
+Per robot namespace NS it subscribes `NS/frames` (cloudseg_ros/EncodedFrame) and publishes
+`NS/mask` (mono8 class ids at the original resolution), `NS/mask_color` (rgb8 overlay for
+rviz), `NS/mask/compressed` (PNG, for the downlink), `NS/cloud_stats` and `NS/keyframe_request`.
+Every output keeps the frame's acquisition stamp. Receiving runs in one callback group and the
+network in another, under a MultiThreadedExecutor, so parameters and decoding stay responsive.
+"""
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Empty
+
+from cloudseg_ros.core.frame_slots import LatestSlots
+from cloudseg_ros.core.imageops import upsample_bilinear
+from cloudseg_ros.core.mask_codec import PNG_MONO8_FORMAT, encode_mask_png
+from cloudseg_ros.core.metrics import confusion_matrix, mean_iou
+from cloudseg_ros.core.palette import overlay
+from cloudseg_ros.core.receiver import ReceiveError, StreamReceiver
+from cloudseg_ros.core.selector import FrameKind
+from cloudseg_ros.inference import model_files
+from cloudseg_ros.inference.engine import EngineConfig, EngineError, EngineInput, SegEngine
+from cloudseg_ros.msg import EncodedFrame, PipelineStats
+from cloudseg_ros.nets.checkpoint import CheckpointError
+from cloudseg_ros.ros import qos
+from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, mask_to_image_msg,
+                                          rgb_to_image_msg)
+from cloudseg_ros.ros.frames import cloud_stats_msg, meta_from_msg
+from cloudseg_ros.ros.params import ParamBinder, ParamSpec, declare_params
+
+PARAMS = (
+    ParamSpec('robot_namespaces', [''], "Namespaces of the robots served ('' = this node's).",
+              read_only=True),
+    ParamSpec('models_dir', '', "Folder of the weights ('' = the package's models/).",
+              read_only=True),
+    ParamSpec('sr_variant', 'aware', 'Super-resolution weights.',
+              choices=model_files.SR_VARIANTS, read_only=True),
+    ParamSpec('device', 'auto', "Torch device: 'auto' (CUDA if present), 'cpu', 'cuda:N'.",
+              read_only=True),
+    ParamSpec('precision', 'auto', 'auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.',
+              choices=('auto', 'bf16', 'fp16', 'fp32'), read_only=True),
+    ParamSpec('cuda_graphs', False, 'Capture CUDA graphs per input shape (GPU only).',
+              read_only=True),
+    ParamSpec('pyramid_reuse', True,
+              "Feed the received LR frame to ICNet's low-resolution branch (paper 3.2)."),
+    ParamSpec('max_batch', 8, 'Most frames (of different robots) segmented together.', 1, 64),
+    ParamSpec('publish_color', True, 'Publish mask_color (rgb8 overlay for rviz).'),
+    ParamSpec('publish_compressed', True, 'Publish mask/compressed (PNG) for the downlink.'),
+    ParamSpec('overlay_alpha', 0.5, 'Opacity of the class colours in mask_color (0..1).',
+              0.0, 1.0),
+)
+KEYFRAME_REQUEST_PERIOD_S = 0.5  # do not flood the uplink with requests
+RECENT_MASKS = 16  # masks kept per robot to pair a probe with its LR frame
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    """The live-tunable part of the parameters."""
+
+    pyramid_reuse: bool
+    max_batch: int
+    publish_color: bool
+    publish_compressed: bool
+    overlay_alpha: float
+
+    @staticmethod
+    def from_values(values) -> 'CloudSettings':
+        """Build from {parameter: value}."""
+        return CloudSettings(bool(values['pyramid_reuse']), int(values['max_batch']),
+                             bool(values['publish_color']), bool(values['publish_compressed']),
+                             float(values['overlay_alpha']))
+
+
+class RobotStream:
+    """Everything the node keeps per robot: receiver, publishers, recent masks."""
+
+    def __init__(self, node: Node, namespace: str, group) -> None:
+        prefix = namespace.rstrip('/') + '/' if namespace else ''
+        self.name = namespace or node.get_namespace()
+        self.receiver = StreamReceiver()
+        self.recent_masks = OrderedDict()  # acquisition stamp (ns) -> mask
+        self.last_key_request_s = -math.inf
+        self.mask_pub = node.create_publisher(Image, prefix + 'mask', qos.RESULT)
+        self.color_pub = node.create_publisher(Image, prefix + 'mask_color', qos.RESULT)
+        self.png_pub = node.create_publisher(CompressedImage, prefix + 'mask/compressed',
+                                             qos.RESULT)
+        self.stats_pub = node.create_publisher(PipelineStats, prefix + 'cloud_stats', qos.STATS)
+        self.key_pub = node.create_publisher(Empty, prefix + 'keyframe_request', qos.STATS)
+        self.sub = node.create_subscription(EncodedFrame, prefix + 'frames',
+                                            lambda msg: node.on_frame(self, msg), qos.SENSOR,
+                                            callback_group=group)
+
+    def remember(self, stamp_ns: int, mask: np.ndarray) -> None:
+        """Keep the mask of a recent frame for the accuracy watchdog."""
+        self.recent_masks[stamp_ns] = mask
+        while len(self.recent_masks) > RECENT_MASKS:
+            self.recent_masks.popitem(last=False)
+
+
+def _stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+class CloudNode(Node):
+    """Serves SR + segmentation to one or more robots."""
+
+    def __init__(self) -> None:
+        super().__init__('cloud')
+        values = declare_params(self, PARAMS)
+        self._binder = ParamBinder(self, PARAMS, values, CloudSettings.from_values, self._apply)
+        self.settings = self._binder.config
+        self._engine_error = ''
+        self.engine = self._load_engine(values)
+        self._frames = LatestSlots()   # stream -> (header, DecodedFrame)
+        self._probes = LatestSlots()
+        receive_group = MutuallyExclusiveCallbackGroup()
+        self._streams = {}
+        for namespace in values['robot_namespaces']:
+            stream = RobotStream(self, namespace, receive_group)
+            self._streams[stream.name] = stream
+        self.create_timer(0.002, self._on_work, callback_group=MutuallyExclusiveCallbackGroup())
+        self.get_logger().info(
+            f"cloud: serving {', '.join(self._streams)}; SR '{values['sr_variant']}' "
+            f"for scales {self.engine.supported_scales() if self.engine else '-'}; "
+            f'pyramid reuse {self.settings.pyramid_reuse}; batch <= {self.settings.max_batch}')
+
+    def _load_engine(self, values):
+        models_dir = values['models_dir'] or model_files.default_models_dir()
+        try:
+            config = EngineConfig(
+                seg_checkpoint=model_files.seg_checkpoint(models_dir),
+                sr_checkpoints=model_files.sr_checkpoints(models_dir, values['sr_variant']),
+                sr_mode='bilinear' if values['sr_variant'] == 'bilinear' else 'model',
+                device=values['device'], precision=values['precision'],
+                pyramid_reuse=self.settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'])
+            return SegEngine(config)
+        except (CheckpointError, EngineError, ValueError) as err:
+            # Stay up (parameters, introspection) and reject frames with this reason.
+            self.get_logger().error(f'engine not loaded, frames will be rejected: {err}')
+            self._engine_error = str(err)
+            return None
+
+    def _apply(self, settings: CloudSettings) -> None:
+        self.settings = settings
+        if self.engine is not None:
+            self.engine.config.pyramid_reuse = settings.pyramid_reuse
+
+    def on_frame(self, stream: RobotStream, msg: EncodedFrame) -> None:
+        """Receive callback: decode now (H.264 needs every frame), infer later."""
+        try:
+            frame = stream.receiver.receive(meta_from_msg(msg), msg.data)
+        except ReceiveError as err:
+            self._reject(stream, str(err), err.want_keyframe)
+            return
+        slots = self._probes if msg.kind == FrameKind.PROBE else self._frames
+        slots.put(stream.name, (msg.header, frame))
+
+    def _reject(self, stream: RobotStream, reason: str, want_keyframe: bool = False) -> None:
+        self.get_logger().error(f'{stream.name}: frame rejected: {reason}',
+                                throttle_duration_sec=2.0)
+        now_s = time.monotonic()
+        if want_keyframe and now_s - stream.last_key_request_s >= KEYFRAME_REQUEST_PERIOD_S:
+            stream.last_key_request_s = now_s
+            stream.key_pub.publish(Empty())
+
+    def _on_work(self) -> None:
+        batch = self._frames.take(self.settings.max_batch)
+        if batch:
+            self._segment_batch(batch)
+        for name, (header, frame) in self._probes.take(len(self._streams)):
+            self._check_probe(self._streams[name], header, frame)
+
+    def _segment_batch(self, batch) -> None:
+        if self.engine is None:
+            for name, _ in batch:
+                self._streams[name].receiver.rejected += 1
+                self._reject(self._streams[name], self._engine_error)
+            return
+        inputs = [EngineInput(f.rgb, f.meta.scale, (f.meta.orig_width, f.meta.orig_height))
+                  for _, (_, f) in batch]
+        try:
+            outputs = self.engine.process(inputs)
+        except EngineError as err:
+            for name, _ in batch:
+                self._streams[name].receiver.rejected += 1
+                self._reject(self._streams[name], str(err))
+            return
+        for (name, (header, frame)), output in zip(batch, outputs):
+            self._publish(self._streams[name], header, frame, output, len(batch))
+
+    def _publish(self, stream: RobotStream, header, frame, output, batch_size: int) -> None:
+        mask = output.mask
+        stream.remember(_stamp_ns(header), mask)
+        out_header = copy_header(header)
+        stream.mask_pub.publish(mask_to_image_msg(mask, out_header))
+        if self.settings.publish_color:
+            background = upsample_bilinear(frame.rgb, (mask.shape[1], mask.shape[0]))
+            color = overlay(background, mask, alpha=self.settings.overlay_alpha)
+            stream.color_pub.publish(rgb_to_image_msg(color, out_header))
+        if self.settings.publish_compressed:
+            stream.png_pub.publish(compressed_msg(out_header, PNG_MONO8_FORMAT,
+                                                  encode_mask_png(mask)))
+        now_s = self.get_clock().now().nanoseconds * 1e-9
+        stream.stats_pub.publish(cloud_stats_msg(
+            header, frame, stream.receiver, self._frames.superseded.get(stream.name, 0),
+            output.timings_ms, batch_size, now_s))
+
+    def _check_probe(self, stream: RobotStream, header, frame) -> None:
+        """Accuracy watchdog: the pipeline's mask vs the full-resolution mask of one image."""
+        pipeline_mask = stream.recent_masks.get(_stamp_ns(header))
+        if self.engine is None or pipeline_mask is None:
+            return  # its LR twin was superseded or rejected: nothing to compare
+        hr_mask = self.engine.segment_hr(frame.rgb)
+        cm = confusion_matrix(pipeline_mask, hr_mask, self.engine.num_classes, ignore_index=None)
+        agreement = mean_iou(cm)
+        now_s = self.get_clock().now().nanoseconds * 1e-9
+        stream.stats_pub.publish(cloud_stats_msg(
+            header, frame, stream.receiver, self._frames.superseded.get(stream.name, 0),
+            {}, 1, now_s, agreement=agreement))
+
+
+def main(args=None) -> None:
+    """Run the cloud node on a multi-threaded executor until shut down."""
+    rclpy.init(args=args)
+    node = CloudNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

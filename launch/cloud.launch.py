@@ -1,0 +1,30 @@
+"""Cloud side: the SR + segmentation node serving one or more robots.
+
+    ros2 launch cloudseg_ros cloud.launch.py robots:="['/robot1', '/robot2']"
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def generate_launch_description():
+    """The cloud node with the shipped cloud.yaml unless another params_file is given."""
+    share = get_package_share_directory('cloudseg_ros')
+    return LaunchDescription([
+        DeclareLaunchArgument('params_file',
+                              default_value=os.path.join(share, 'config', 'cloud.yaml'),
+                              description='Parameters of the cloud node.'),
+        DeclareLaunchArgument('robots', default_value="['/robot1']",
+                              description='Namespaces of the robots to serve (a YAML list).'),
+        DeclareLaunchArgument('device', default_value='auto',
+                              description="Torch device: auto, cpu, cuda, cuda:N."),
+        Node(package='cloudseg_ros', executable='cloud', name='cloud', output='screen',
+             parameters=[LaunchConfiguration('params_file'), {
+                 # A substitution in a parameter dict is read as YAML: "['/robot1']" is a list.
+                 'robot_namespaces': LaunchConfiguration('robots'),
+                 'device': LaunchConfiguration('device')}]),
+    ])
