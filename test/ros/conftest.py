@@ -4,8 +4,6 @@ Each test session picks its own ROS_DOMAIN_ID and keeps discovery on this host, 
 runs and other ROS systems on the network never see each other.
 """
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,55 +16,10 @@ os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 
 import rclpy  # noqa: E402
 
+from cloudseg_ros.tools.processes import NodeProcess  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'camvid11')
-
-
-class NodeProcess:
-    """One node running in its own process, its output kept in a log file for failures."""
-
-    def __init__(self, module: str, log_dir: str, params=None, namespace: str = '',
-                 remaps=None, params_file: str = '') -> None:
-        args = [sys.executable, '-m', module, '--ros-args']
-        if params_file:
-            args += ['--params-file', params_file]
-        for name, value in (params or {}).items():
-            args += ['-p', f'{name}:={_param_text(value)}']
-        if namespace:
-            args += ['-r', f'__ns:={namespace}']
-        for src, dst in (remaps or {}).items():
-            args += ['-r', f'{src}:={dst}']
-        self.log_path = os.path.join(log_dir, module.rsplit('.', 1)[-1] + '.log')
-        self._log = open(self.log_path, 'w')
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, PYTHONUNBUFFERED='1'))
-
-    def alive(self) -> bool:
-        """Whether the process still runs."""
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        """Everything the node printed so far."""
-        self._log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def stop(self) -> None:
-        """SIGINT, then kill if it does not exit."""
-        if self.alive():
-            self.proc.send_signal(2)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def _param_text(value) -> str:
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    return str(value)
 
 
 @pytest.fixture

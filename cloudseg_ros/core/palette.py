@@ -1,0 +1,84 @@
+"""Class names and colours (CamVid 11 + void) and mask visualisation."""
+from pathlib import Path
+from typing import List, Tuple, Union
+
+import cv2
+import numpy as np
+
+from cloudseg_ros.core.metrics import IGNORE_INDEX
+
+# The 12 rows of camvid11/classes.txt (id = row index); void is black so overlays skip it.
+_CAMVID_ROWS = (
+    ('Sky', (128, 128, 128)),
+    ('Building', (128, 0, 0)),
+    ('Pole', (192, 192, 128)),
+    ('Road', (128, 64, 128)),
+    ('Pavement', (60, 40, 222)),
+    ('Tree', (128, 128, 0)),
+    ('SignSymbol', (192, 128, 128)),
+    ('Fence', (64, 64, 128)),
+    ('Car', (64, 0, 128)),
+    ('Pedestrian', (64, 64, 0)),
+    ('Bicyclist', (0, 128, 192)),
+    ('Unlabelled(void, ignore)', (0, 0, 0)),
+)
+CAMVID_NAMES: List[str] = [name for name, _ in _CAMVID_ROWS]
+CAMVID_PALETTE: np.ndarray = np.array([rgb for _, rgb in _CAMVID_ROWS], dtype=np.uint8)
+CAMVID_PALETTE.setflags(write=False)  # a shared constant: nobody may recolour it in place
+
+
+def load_classes(path: Union[str, Path]) -> Tuple[List[str], np.ndarray]:
+    """Parse a classes.txt of lines 'id name R G B' into (names, uint8 (N, 3) RGB palette).
+
+    Names may contain spaces ('Unlabelled(void, ignore)'), so the id is the first token and the
+    colour the last three. Ids must be 0..N-1 in order; blank lines and '#' comments are
+    skipped. Raises ValueError naming the offending line.
+    """
+    names: List[str] = []
+    colours: List[Tuple[int, int, int]] = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith('#'):
+            continue
+        tokens = line.split()
+        try:
+            class_id = int(tokens[0])
+            rgb = tuple(int(v) for v in tokens[-3:])
+        except (ValueError, IndexError):
+            raise ValueError(f'{path}:{lineno}: expected "id name R G B", got {line!r}') from None
+        if len(tokens) < 5 or class_id != len(names) or not all(0 <= v <= 255 for v in rgb):
+            raise ValueError(f'{path}:{lineno}: expected id {len(names)} with name and '
+                             f'0..255 colour, got {line!r}')
+        names.append(' '.join(tokens[1:-3]))
+        colours.append(rgb)
+    if not names:
+        raise ValueError(f'{path}: no classes found')
+    return names, np.array(colours, dtype=np.uint8)
+
+
+def colorize(mask: np.ndarray, palette: np.ndarray = CAMVID_PALETTE) -> np.ndarray:
+    """Map a (H, W) class-id mask to a (H, W, 3) uint8 RGB image through `palette`."""
+    if mask.ndim != 2:
+        raise ValueError(f'mask must be 2-D (H, W), got shape {mask.shape}')
+    if mask.size and (int(mask.min()) < 0 or int(mask.max()) >= len(palette)):
+        raise ValueError(f'mask ids {int(mask.min())}..{int(mask.max())} outside the '
+                         f'palette of {len(palette)} colours')
+    return np.asarray(palette, dtype=np.uint8)[mask]
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray, palette: np.ndarray = CAMVID_PALETTE,
+            alpha: float = 0.5, void_index: int = IGNORE_INDEX) -> np.ndarray:
+    """Blend class colours over `rgb` with weight `alpha`; void pixels keep the image.
+
+    The mask must have the image's size (use imageops.resize_mask_nearest first).
+    """
+    if rgb.shape[:2] != mask.shape:
+        raise ValueError(f'mask {mask.shape} does not match image {rgb.shape[:2]}')
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f'alpha must be in [0, 1], got {alpha}')
+    colours = colorize(mask, palette)
+    blended = cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)
+    void = mask == void_index
+    if void.any():
+        blended[void] = rgb[void]
+    return blended
