@@ -45,7 +45,7 @@ $(VENV)/.stamp-pkg: $(VENV)/.stamp-msgs setup.cfg setup.py
 msgs: $(VENV)/.stamp-msgs
 
 demo: venv
-	$(VENV)/bin/cloudseg demo --data $(DATA) $(DEMO_ARGS)
+	$(VENV)/bin/cloudseg demo $(DEMO_ARGS)
 
 test: venv
 	$(PY) -m pytest test $(PYTEST_ARGS)

@@ -11,7 +11,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numpy as np
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -87,6 +86,7 @@ class RobotStream:
         self.name = namespace or node.get_namespace()
         self.receiver = StreamReceiver()
         self.recent_masks = OrderedDict()  # acquisition stamp (ns) -> mask
+        self.recent_frames = OrderedDict()  # acquisition stamp (ns) -> DecodedFrame
         self.last_key_request_s = -math.inf
         self.mask_pub = node.create_publisher(Image, prefix + 'mask', qos.RESULT)
         self.color_pub = node.create_publisher(Image, prefix + 'mask_color', qos.RESULT)
@@ -95,14 +95,15 @@ class RobotStream:
         self.stats_pub = node.create_publisher(PipelineStats, prefix + 'cloud_stats', qos.STATS)
         self.key_pub = node.create_publisher(Empty, prefix + 'keyframe_request', qos.STATS)
         self.sub = node.create_subscription(EncodedFrame, prefix + 'frames',
-                                            lambda msg: node.on_frame(self, msg), qos.SENSOR,
+                                            lambda msg: node.on_frame(self, msg),
+                                            qos.ENCODED_STREAM,
                                             callback_group=group)
 
-    def remember(self, stamp_ns: int, mask: np.ndarray) -> None:
-        """Keep the mask of a recent frame for the accuracy watchdog."""
-        self.recent_masks[stamp_ns] = mask
-        while len(self.recent_masks) > RECENT_MASKS:
-            self.recent_masks.popitem(last=False)
+    def remember(self, table: OrderedDict, stamp_ns: int, item) -> None:
+        """Keep a recent frame or mask (bounded) to pair probes with their LR twin."""
+        table[stamp_ns] = item
+        while len(table) > RECENT_MASKS:
+            table.popitem(last=False)
 
 
 def _stamp_ns(header) -> int:
@@ -160,8 +161,11 @@ class CloudNode(Node):
         except ReceiveError as err:
             self._reject(stream, str(err), err.want_keyframe)
             return
-        slots = self._probes if msg.kind == FrameKind.PROBE else self._frames
-        slots.put(stream.name, (msg.header, frame))
+        if msg.kind == FrameKind.PROBE:
+            self._probes.put(stream.name, (msg.header, frame))
+            return
+        stream.remember(stream.recent_frames, _stamp_ns(msg.header), frame)
+        self._frames.put(stream.name, (msg.header, frame))
 
     def _reject(self, stream: RobotStream, reason: str, want_keyframe: bool = False) -> None:
         self.get_logger().error(f'{stream.name}: frame rejected: {reason}',
@@ -198,7 +202,7 @@ class CloudNode(Node):
 
     def _publish(self, stream: RobotStream, header, frame, output, batch_size: int) -> None:
         mask = output.mask
-        stream.remember(_stamp_ns(header), mask)
+        stream.remember(stream.recent_masks, _stamp_ns(header), mask)
         out_header = copy_header(header)
         stream.mask_pub.publish(mask_to_image_msg(mask, out_header))
         if self.settings.publish_color:
@@ -215,16 +219,24 @@ class CloudNode(Node):
 
     def _check_probe(self, stream: RobotStream, header, frame) -> None:
         """Accuracy watchdog: the pipeline's mask vs the full-resolution mask of one image."""
-        pipeline_mask = stream.recent_masks.get(_stamp_ns(header))
-        if self.engine is None or pipeline_mask is None:
-            return  # its LR twin was superseded or rejected: nothing to compare
-        hr_mask = self.engine.segment_hr(frame.rgb)
+        stamp_ns = _stamp_ns(header)
+        pipeline_mask = stream.recent_masks.get(stamp_ns)
+        twin = stream.recent_frames.get(stamp_ns)
+        if self.engine is None or (pipeline_mask is None and twin is None):
+            return  # its LR twin was lost or rejected: nothing to compare with
+        try:
+            if pipeline_mask is None:  # the twin was superseded before inference: run it now
+                pipeline_mask = self.engine.process([EngineInput(
+                    twin.rgb, twin.meta.scale, (frame.meta.width, frame.meta.height))])[0].mask
+            hr_mask = self.engine.segment_hr(frame.rgb)
+        except EngineError as err:
+            self._reject(stream, f'probe: {err}')
+            return
         cm = confusion_matrix(pipeline_mask, hr_mask, self.engine.num_classes, ignore_index=None)
-        agreement = mean_iou(cm)
         now_s = self.get_clock().now().nanoseconds * 1e-9
         stream.stats_pub.publish(cloud_stats_msg(
             header, frame, stream.receiver, self._frames.superseded.get(stream.name, 0),
-            {}, 1, now_s, agreement=agreement))
+            {}, 1, now_s, agreement=mean_iou(cm)))
 
 
 def main(args=None) -> None:

@@ -72,7 +72,7 @@ class EdgeNode(Node):
         values = declare_params(self, PARAMS)
         self.settings = EdgeSettings.from_values(values)
         self.pipeline = EdgePipeline(self.settings.pipeline)
-        self._frames_pub = self.create_publisher(EncodedFrame, 'frames', qos.SENSOR)
+        self._frames_pub = self.create_publisher(EncodedFrame, 'frames', qos.ENCODED_STREAM)
         self._jpeg_pub = self.create_publisher(CompressedImage, 'image_lowres/compressed',
                                                qos.SENSOR)
         self._stats_pub = self.create_publisher(PipelineStats, 'edge_stats', qos.STATS)
