@@ -1,0 +1,142 @@
+"""Cloud side over real DDS: edge -> cloud -> masks; corrupt payloads; H.264 recovery.
+
+The weights are tiny random-init networks written by the fixture: these tests check plumbing
+(sizes, encodings, stamps, rejection), not accuracy.
+"""
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Empty, Header
+
+from cloudseg_ros.core.codecs import FrameEncoder
+from cloudseg_ros.core.mask_codec import decode_mask_png
+from cloudseg_ros.msg import EncodedFrame, PipelineStats
+from cloudseg_ros.ros import qos
+from cloudseg_ros.ros.conversions import image_msg_to_rgb
+
+torch = pytest.importorskip('torch')
+CLOUD = 'cloudseg_ros.nodes.cloud_node'
+EDGE = 'cloudseg_ros.nodes.edge_node'
+
+
+@pytest.fixture(scope='module')
+def tiny_models(tmp_path_factory):
+    from cloudseg_ros.nets.carn import CARNConfig
+    from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
+    from cloudseg_ros.nets.icnet import ICNetConfig
+    folder = tmp_path_factory.mktemp('models')
+    torch.manual_seed(0)
+    seg = ICNetConfig(width=8)
+    save_checkpoint(folder / 'seg_icnet.pt', build_model('icnet', seg), 'icnet', asdict(seg))
+    for scale in (2, 4):
+        sr = CARNConfig(scale=scale, channels=8, mobile=True)
+        save_checkpoint(folder / f'sr_carnm_x{scale}_aware.pt', build_model('carn', sr),
+                        'carn', asdict(sr))
+    return str(folder)
+
+
+def _collect(node, topic, msg_type, qos_profile):
+    received = []
+    node.create_subscription(msg_type, topic, received.append, qos_profile)
+    return received
+
+
+def _scene(t):
+    """A moving synthetic 480x360 scene, different every frame."""
+    yy, xx = np.mgrid[0:360, 0:480]
+    img = np.stack([(xx + 7 * t) % 256, (yy + 3 * t) % 256, (xx + yy) % 256], axis=2)
+    return img.astype(np.uint8)
+
+
+def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin_until,
+                                                          tiny_models):
+    cloud = launch(CLOUD, params={'robot_namespaces': ['/c1'], 'models_dir': tiny_models,
+                                  'device': 'cpu'})
+    edge = launch(EDGE, namespace='/c1', params={'useful_threshold': 0.0, 'scale': 4})
+    pub = ros_node.create_publisher(Image, '/c1/image_raw', qos.SENSOR)
+    masks = _collect(ros_node, '/c1/mask', Image, qos.RESULT)
+    colors = _collect(ros_node, '/c1/mask_color', Image, qos.RESULT)
+    pngs = _collect(ros_node, '/c1/mask/compressed', CompressedImage, qos.RESULT)
+    stats = _collect(ros_node, '/c1/cloud_stats', PipelineStats, qos.STATS)
+    sent_stamps = set()
+    t = 0
+
+    def publish():
+        nonlocal t
+        t += 1
+        stamp = ros_node.get_clock().now().to_msg()
+        sent_stamps.add((stamp.sec, stamp.nanosec))
+        msg = Image(header=Header(stamp=stamp, frame_id='cam'), width=480, height=360,
+                    encoding='rgb8', step=480 * 3)
+        msg.data = _scene(t).tobytes()
+        pub.publish(msg)
+        return len(masks) >= 2 and colors and pngs and stats
+
+    assert spin_until(publish, 60.0), cloud.log() + edge.log()
+    mask = masks[-1]
+    assert (mask.width, mask.height, mask.encoding) == (480, 360, 'mono8')
+    assert (mask.header.stamp.sec, mask.header.stamp.nanosec) in sent_stamps
+    assert mask.header.frame_id == 'cam'
+    ids = np.frombuffer(mask.data, np.uint8)
+    assert ids.max() < 11
+    assert colors[-1].encoding == 'rgb8' and image_msg_to_rgb(colors[-1]).shape == (360, 480, 3)
+    png = pngs[-1]
+    assert 'png' in png.format
+    same = [m for m in masks if m.header.stamp == png.header.stamp]
+    assert same and np.array_equal(decode_mask_png(png.data),
+                                   np.frombuffer(same[0].data, np.uint8).reshape(360, 480))
+    assert stats[-1].stage == 'cloud' and stats[-1].latency_ms > 0
+
+
+def _encoded(seq, rgb, encoder, scale=4, data=None):
+    small = rgb[::scale, ::scale].copy()
+    enc = encoder.encode(small, force_keyframe=False)
+    msg = EncodedFrame(seq=seq, kind=EncodedFrame.KIND_USEFUL, orig_width=rgb.shape[1],
+                       orig_height=rgb.shape[0], width=small.shape[1], height=small.shape[0],
+                       scale=scale, codec=enc.codec, keyframe=enc.keyframe)
+    msg.data = enc.data if data is None else data
+    return msg
+
+
+def test_corrupt_payload_rejected_then_next_frame_served(launch, ros_node, spin_until,
+                                                          tiny_models):
+    cloud = launch(CLOUD, params={'robot_namespaces': ['/c2'], 'models_dir': tiny_models,
+                                  'device': 'cpu'})
+    pub = ros_node.create_publisher(EncodedFrame, '/c2/frames', qos.ENCODED_STREAM)
+    masks = _collect(ros_node, '/c2/mask', Image, qos.RESULT)
+    stats = _collect(ros_node, '/c2/cloud_stats', PipelineStats, qos.STATS)
+    jpeg = FrameEncoder('jpeg')
+    seq = 0
+
+    def send(**kwargs):
+        nonlocal seq
+        seq += 1
+        pub.publish(_encoded(seq, _scene(seq), jpeg, **kwargs))
+
+    assert spin_until(lambda: send() or bool(masks), 60.0), cloud.log()
+    send(data=b'\xff\xd8 not a jpeg at all')
+    spin_until(lambda: False, 0.3)
+    masks.clear()
+    assert spin_until(lambda: send() or bool(masks), 20.0), cloud.log()
+    assert cloud.alive()
+    assert spin_until(lambda: stats and stats[-1].frames_rejected >= 1, 5.0), cloud.log()
+    assert 'frame rejected' in cloud.log()
+
+
+def test_h264_loss_asks_for_keyframe(launch, ros_node, spin_until, tiny_models):
+    cloud = launch(CLOUD, params={'robot_namespaces': ['/c3'], 'models_dir': tiny_models,
+                                  'device': 'cpu'})
+    pub = ros_node.create_publisher(EncodedFrame, '/c3/frames', qos.ENCODED_STREAM)
+    requests = _collect(ros_node, '/c3/keyframe_request', Empty, qos.STATS)
+    masks = _collect(ros_node, '/c3/mask', Image, qos.RESULT)
+    h264 = FrameEncoder('h264')
+    frames = [_encoded(i + 1, _scene(i), h264) for i in range(40)]
+    assert frames[0].keyframe and not frames[1].keyframe
+    # Join mid-stream (no IDR yet): the cloud must ask for a key frame.
+    index = iter(range(1, 40))
+    assert spin_until(lambda: pub.publish(frames[next(index)]) or bool(requests), 30.0), \
+        cloud.log()
+    assert not masks
+    assert 'waiting for a key frame' in cloud.log()
