@@ -3,6 +3,7 @@
 The weights are tiny random-init networks written by the fixture: these tests check plumbing
 (sizes, encodings, stamps, rejection), not accuracy.
 """
+import itertools
 from dataclasses import asdict
 
 import numpy as np
@@ -134,8 +135,9 @@ def test_h264_loss_asks_for_keyframe(launch, ros_node, spin_until, tiny_models):
     h264 = FrameEncoder('h264')
     frames = [_encoded(i + 1, _scene(i), h264) for i in range(40)]
     assert frames[0].keyframe and not frames[1].keyframe
+    assert spin_until(lambda: pub.get_subscription_count() > 0, 30.0), cloud.log()
     # Join mid-stream (no IDR yet): the cloud must ask for a key frame.
-    index = iter(range(1, 40))
+    index = itertools.cycle(range(1, 40))
     assert spin_until(lambda: pub.publish(frames[next(index)]) or bool(requests), 30.0), \
         cloud.log()
     assert not masks
