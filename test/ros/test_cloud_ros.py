@@ -102,7 +102,7 @@ def _encoded(seq, rgb, encoder, scale=4, data=None):
 
 
 def test_corrupt_payload_rejected_then_next_frame_served(launch, ros_node, spin_until,
-                                                          tiny_models):
+                                                         tiny_models):
     cloud = launch(CLOUD, params={'robot_namespaces': ['/c2'], 'models_dir': tiny_models,
                                   'device': 'cpu'})
     pub = ros_node.create_publisher(EncodedFrame, '/c2/frames', qos.ENCODED_STREAM)
