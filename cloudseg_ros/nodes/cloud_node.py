@@ -156,16 +156,21 @@ class CloudNode(Node):
 
     def on_frame(self, stream: RobotStream, msg: EncodedFrame) -> None:
         """Receive callback: decode now (H.264 needs every frame), infer later."""
+        arrival = self.get_clock().now()
         try:
             frame = stream.receiver.receive(meta_from_msg(msg), msg.data)
         except ReceiveError as err:
             self._reject(stream, str(err), err.want_keyframe)
             return
+        item = (msg.header, arrival.to_msg(), frame)
+        stream.stats_pub.publish(cloud_stats_msg(
+            msg.header, item[1], frame, stream.receiver, self._frames.superseded.get(
+                stream.name, 0), {}, 0, arrival.nanoseconds * 1e-9, stage='cloud_rx'))
         if msg.kind == FrameKind.PROBE:
-            self._probes.put(stream.name, (msg.header, frame))
+            self._probes.put(stream.name, item)
             return
         stream.remember(stream.recent_frames, _stamp_ns(msg.header), frame)
-        self._frames.put(stream.name, (msg.header, frame))
+        self._frames.put(stream.name, item)
 
     def _reject(self, stream: RobotStream, reason: str, want_keyframe: bool = False) -> None:
         self.get_logger().error(f'{stream.name}: frame rejected: {reason}',
@@ -179,8 +184,8 @@ class CloudNode(Node):
         batch = self._frames.take(self.settings.max_batch)
         if batch:
             self._segment_batch(batch)
-        for name, (header, frame) in self._probes.take(len(self._streams)):
-            self._check_probe(self._streams[name], header, frame)
+        for name, item in self._probes.take(len(self._streams)):
+            self._check_probe(self._streams[name], item)
 
     def _segment_batch(self, batch) -> None:
         if self.engine is None:
@@ -189,7 +194,7 @@ class CloudNode(Node):
                 self._reject(self._streams[name], self._engine_error)
             return
         inputs = [EngineInput(f.rgb, f.meta.scale, (f.meta.orig_width, f.meta.orig_height))
-                  for _, (_, f) in batch]
+                  for _, (_, _, f) in batch]
         try:
             outputs = self.engine.process(inputs)
         except EngineError as err:
@@ -197,10 +202,11 @@ class CloudNode(Node):
                 self._streams[name].receiver.rejected += 1
                 self._reject(self._streams[name], str(err))
             return
-        for (name, (header, frame)), output in zip(batch, outputs):
-            self._publish(self._streams[name], header, frame, output, len(batch))
+        for (name, item), output in zip(batch, outputs):
+            self._publish(self._streams[name], item, output, len(batch))
 
-    def _publish(self, stream: RobotStream, header, frame, output, batch_size: int) -> None:
+    def _publish(self, stream: RobotStream, item, output, batch_size: int) -> None:
+        header, arrival_stamp, frame = item
         mask = output.mask
         stream.remember(stream.recent_masks, _stamp_ns(header), mask)
         out_header = copy_header(header)
@@ -214,11 +220,12 @@ class CloudNode(Node):
                                                   encode_mask_png(mask)))
         now_s = self.get_clock().now().nanoseconds * 1e-9
         stream.stats_pub.publish(cloud_stats_msg(
-            header, frame, stream.receiver, self._frames.superseded.get(stream.name, 0),
-            output.timings_ms, batch_size, now_s))
+            header, arrival_stamp, frame, stream.receiver,
+            self._frames.superseded.get(stream.name, 0), output.timings_ms, batch_size, now_s))
 
-    def _check_probe(self, stream: RobotStream, header, frame) -> None:
+    def _check_probe(self, stream: RobotStream, item) -> None:
         """Accuracy watchdog: the pipeline's mask vs the full-resolution mask of one image."""
+        header, arrival_stamp, frame = item
         stamp_ns = _stamp_ns(header)
         pipeline_mask = stream.recent_masks.get(stamp_ns)
         twin = stream.recent_frames.get(stamp_ns)
@@ -235,8 +242,8 @@ class CloudNode(Node):
         cm = confusion_matrix(pipeline_mask, hr_mask, self.engine.num_classes, ignore_index=None)
         now_s = self.get_clock().now().nanoseconds * 1e-9
         stream.stats_pub.publish(cloud_stats_msg(
-            header, frame, stream.receiver, self._frames.superseded.get(stream.name, 0),
-            {}, 1, now_s, agreement=mean_iou(cm)))
+            header, arrival_stamp, frame, stream.receiver,
+            self._frames.superseded.get(stream.name, 0), {}, 1, now_s, agreement=mean_iou(cm)))
 
 
 def main(args=None) -> None:

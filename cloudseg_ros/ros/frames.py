@@ -15,13 +15,18 @@ def meta_from_msg(msg: EncodedFrame) -> FrameMeta:
                      stamp_s=stamp_to_s(msg.header.stamp))
 
 
-def cloud_stats_msg(header, frame: DecodedFrame, receiver: StreamReceiver, superseded: int,
-                    timings_ms: Dict[str, float], batch_size: int, now_s: float,
-                    agreement: float = math.nan) -> PipelineStats:
-    """Per-frame statistics of the cloud stage; latency is measured on this host's clock."""
+def cloud_stats_msg(header, arrival_stamp, frame: DecodedFrame, receiver: StreamReceiver,
+                    superseded: int, timings_ms: Dict[str, float], batch_size: int,
+                    now_s: float, agreement: float = math.nan,
+                    stage: str = 'cloud') -> PipelineStats:
+    """Per-frame statistics of the cloud stage; latency is measured on this host's clock.
+
+    stage 'cloud_rx' is the arrival record (no inference timings), 'cloud' the segmented frame.
+    """
     meta = frame.meta
     return PipelineStats(
-        header=copy_header(header), stage='cloud', seq=meta.seq, kind=meta.kind,
+        header=copy_header(header), stage=stage, arrival_stamp=arrival_stamp, seq=meta.seq,
+        kind=meta.kind,
         frames_in=receiver.frames_in, frames_skipped=superseded,
         frames_rejected=receiver.rejected, frames_lost=receiver.lost,
         bytes_total=receiver.bytes_total, frame_bytes=frame.nbytes, width=meta.width,

@@ -75,6 +75,8 @@ class StreamMonitor(Node):
         self.last_edge = msg
 
     def _on_cloud(self, msg: PipelineStats) -> None:
+        if msg.stage != 'cloud':
+            return  # arrival records ('cloud_rx') are for the bandwidth estimator
         second = self.current()
         if not math.isnan(msg.probe_agreement_miou):
             second.probe_agreement.append(msg.probe_agreement_miou)
