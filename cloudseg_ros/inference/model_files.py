@@ -3,7 +3,9 @@
 A source checkout keeps them in `<repo>/models`; a colcon install in `share/cloudseg_ros/models`.
 """
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Optional
+
+from cloudseg_ros.paths import package_file
 
 SEG_FILE = 'seg_icnet.pt'
 SR_VARIANTS = ('aware', 'base', 'bilinear')
@@ -16,18 +18,8 @@ def sr_file(scale: int, variant: str) -> str:
 
 
 def default_models_dir() -> str:
-    """The first existing of the checkout's models/ and the installed share/…/models."""
-    candidates: List[str] = [os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), '..', 'models')]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(os.path.join(get_package_share_directory('cloudseg_ros'), 'models'))
-    except (ImportError, LookupError, ValueError):
-        pass
-    for path in candidates:
-        if os.path.isfile(os.path.join(path, SEG_FILE)):
-            return os.path.normpath(path)
-    return os.path.normpath(candidates[0])
+    """The checkout's models/ or, in a colcon install, share/cloudseg_ros/models."""
+    return os.path.dirname(package_file('models', SEG_FILE))
 
 
 def sr_checkpoints(models_dir: str, variant: str, scales=(2, 3, 4)) -> Dict[int, str]:

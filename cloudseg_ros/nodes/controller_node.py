@@ -1,0 +1,173 @@
+"""Adaptive controller: estimates the uplink and retunes the edge node through its parameters.
+
+Watches `cloud_stats` (arrivals for the bandwidth estimate, probe agreement for the accuracy
+watchdog), `mask/compressed` (end-to-end latency on this robot's clock) and `edge_stats` (what
+the robot sends). Every `update_period_s` it picks the profile entry that fits the estimate
+(core/policy.py) and, when it changes, sets the edge node's parameters through its parameter
+services, which is what `ros2 param set` does. Publishes `controller_state` (latched).
+"""
+import math
+from dataclasses import dataclass
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import Header
+
+from cloudseg_ros.core.bandwidth import BandwidthEstimator
+from cloudseg_ros.core.policy import Policy, PolicyConfig
+from cloudseg_ros.core.profile import load_profile
+from cloudseg_ros.msg import ControllerState, PipelineStats
+from cloudseg_ros.paths import package_file
+from cloudseg_ros.ros import qos
+from cloudseg_ros.ros.conversions import stamp_to_s
+from cloudseg_ros.ros.param_client import RemoteParams
+from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
+
+PARAMS = (
+    ParamSpec('profile', '', "Profile YAML ('' = the package's config/profile.yaml).",
+              read_only=True),
+    ParamSpec('edge_node', 'edge', 'Edge node to retune; a relative name is in this namespace.',
+              read_only=True),
+    ParamSpec('update_period_s', 0.5, 'Seconds between two decisions.', 0.05, 10.0,
+              read_only=True),
+    ParamSpec('enabled', True, 'Apply decisions to the edge node (false: advise only).'),
+    ParamSpec('headroom', 0.8, 'Fraction of the estimated bandwidth the stream may use.',
+              0.05, 1.0),
+    ParamSpec('upgrade_hold_s', 3.0, 'Seconds a better entry must fit before switching up.',
+              0.0, 60.0),
+    ParamSpec('latency_limit_ms', 400.0, 'End-to-end latency above which it steps down, ms.',
+              10.0, 60000.0),
+    ParamSpec('latency_cooldown_s', 5.0, 'Seconds without upgrades after a latency step.',
+              0.0, 600.0),
+    ParamSpec('accuracy_floor', 0.0,
+              'Live agreement-mIoU (probes) under which smaller scales are preferred (0 = off).',
+              0.0, 1.0),
+    ParamSpec('min_switch_interval_s', 1.0, 'Fewest seconds between two switches.', 0.0, 60.0),
+)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """Live settings: the policy's tuning plus whether decisions are applied."""
+
+    enabled: bool
+    policy: PolicyConfig
+
+    @staticmethod
+    def from_values(values) -> 'ControllerSettings':
+        """Build and validate; ValueError names what is wrong."""
+        policy = config_from_values(PolicyConfig, values)
+        policy.validate()
+        return ControllerSettings(bool(values['enabled']), policy)
+
+
+class ControllerNode(Node):
+    """Keeps the robot's stream within the uplink, at the best accuracy that fits."""
+
+    def __init__(self) -> None:
+        super().__init__('controller')
+        values = declare_params(self, PARAMS)
+        self._binder = ParamBinder(self, PARAMS, values, ControllerSettings.from_values,
+                                   self._apply)
+        self.settings = self._binder.config
+        self.estimator = BandwidthEstimator()
+        path = values['profile'] or package_file('config', 'profile.yaml')
+        try:
+            self.profile = load_profile(path)
+        except (OSError, ValueError) as err:
+            # Stay up (parameters, introspection) but say clearly why nothing is retuned.
+            self.get_logger().error(f'no profile, the edge will not be retuned: {err}')
+            return
+        self.policy = Policy(self.profile.front, self.settings.policy)
+        self.edge = RemoteParams(self, self._resolve(values['edge_node']))
+        self._latency_ms = math.nan
+        self._accuracy = math.nan
+        self._sent_bytes = []  # (time_s, bytes) of the last seconds, from edge_stats
+        self._state_pub = self.create_publisher(ControllerState, 'controller_state', qos.STATUS)
+        self.create_subscription(PipelineStats, 'cloud_stats', self._on_cloud_stats, qos.STATS)
+        self.create_subscription(PipelineStats, 'edge_stats', self._on_edge_stats, qos.STATS)
+        self.create_subscription(CompressedImage, 'mask/compressed', self._on_mask, qos.RESULT)
+        self.create_timer(values['update_period_s'], self._on_timer)
+        self.get_logger().info(
+            f"controller: {len(self.profile.front)} profile entries from '{path}', retuning "
+            f'{self.edge.target}, headroom {self.settings.policy.headroom}')
+
+    def _resolve(self, name: str) -> str:
+        if name.startswith('/'):
+            return name
+        namespace = self.get_namespace().rstrip('/')
+        return f'{namespace}/{name}'
+
+    def _apply(self, settings: ControllerSettings) -> None:
+        self.settings = settings
+        if hasattr(self, 'policy'):
+            self.policy.set_config(settings.policy)
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_cloud_stats(self, msg: PipelineStats) -> None:
+        if msg.stage == 'cloud_rx':
+            self.estimator.on_frame(stamp_to_s(msg.header.stamp), stamp_to_s(msg.arrival_stamp),
+                                    msg.frame_bytes, msg.seq)
+        elif not math.isnan(msg.probe_agreement_miou):
+            self._accuracy = msg.probe_agreement_miou
+
+    def _on_edge_stats(self, msg: PipelineStats) -> None:
+        now_s = self._now_s()
+        self._sent_bytes.append((now_s, msg.frame_bytes))
+        self._sent_bytes = [(t, b) for t, b in self._sent_bytes if now_s - t <= 2.0]
+
+    def _on_mask(self, msg: CompressedImage) -> None:
+        self._latency_ms = (self._now_s() - stamp_to_s(msg.header.stamp)) * 1e3
+
+    def _on_timer(self) -> None:
+        now_s = self._now_s()
+        estimate = self.estimator.estimate_kbps(now_s)
+        decision = self.policy.update(now_s, estimate, self._latency_ms, self._accuracy)
+        latency_ms, self._latency_ms = self._latency_ms, math.nan  # each sample used once
+        self._accuracy = math.nan
+        if decision.changed and self.settings.enabled:
+            self.get_logger().info(f'switching to {decision.entry.name}: {decision.reason}')
+            future = self.edge.set_async(decision.entry.config.edge_parameters())
+            future.add_done_callback(self._on_set_done)
+        self._state_pub.publish(self._state(decision, estimate, latency_ms))
+
+    def _on_set_done(self, future) -> None:
+        failed = [r.reason for r in future.result().results if not r.successful]
+        if failed:
+            self.get_logger().error(f'edge refused the new configuration: {failed}')
+
+    def _state(self, decision, estimate: float, latency_ms: float) -> ControllerState:
+        cfg = decision.entry.config
+        sent_kbps = sum(b for _, b in self._sent_bytes) * 8e-3 / 2.0
+        smoothed = self.policy.latency_ms
+        return ControllerState(
+            header=Header(stamp=self.get_clock().now().to_msg()),
+            bandwidth_estimate_kbps=estimate, bitrate_kbps=sent_kbps,
+            latency_ms=smoothed if smoothed is not None else latency_ms,
+            agreement_miou=(self.policy.live_accuracy if self.policy.live_accuracy is not None
+                            else math.nan),
+            config_name=decision.entry.name, scale=cfg.scale, codec=cfg.codec,
+            quality=cfg.quality, max_rate_hz=float(cfg.max_rate_hz),
+            useful_threshold=float(cfg.useful_threshold),
+            key_threshold=float(cfg.key_threshold), reason=decision.reason)
+
+
+def main(args=None) -> None:
+    """Run the controller until shut down."""
+    rclpy.init(args=args)
+    node = ControllerNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

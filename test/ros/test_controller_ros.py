@@ -1,0 +1,66 @@
+"""Controller over real DDS: it retunes the edge node through its parameter services."""
+import os
+
+import pytest
+
+from cloudseg_ros.core.profile import ProfileEntry, StreamConfig, save_profile
+from cloudseg_ros.msg import ControllerState
+from cloudseg_ros.ros import qos
+from cloudseg_ros.ros.param_client import RemoteParams
+
+CONTROLLER = 'cloudseg_ros.nodes.controller_node'
+EDGE = 'cloudseg_ros.nodes.edge_node'
+
+
+@pytest.fixture
+def profile_path(tmp_path):
+    """Two entries: only the cheap one fits the estimator's initial 1000 kbit/s estimate."""
+    cheap = ProfileEntry(StreamConfig(scale=4, codec='jpeg', quality=50, max_rate_hz=10.0,
+                                      useful_threshold=0.05), kbps=300.0, accuracy=0.80)
+    rich = ProfileEntry(StreamConfig(scale=1, codec='jpeg', quality=90, max_rate_hz=15.0,
+                                     useful_threshold=0.0), kbps=9000.0, accuracy=0.99)
+    path = str(tmp_path / 'profile.yaml')
+    save_profile(path, [cheap, rich])
+    return path
+
+
+def test_controller_sets_edge_parameters_and_reports_state(launch, ros_node, spin_until,
+                                                           profile_path):
+    edge = launch(EDGE, namespace='/k1', params={'scale': 1, 'jpeg_quality': 90})
+    controller = launch(CONTROLLER, namespace='/k1', params={'profile': profile_path,
+                                                             'update_period_s': 0.2})
+    states = []
+    ros_node.create_subscription(ControllerState, '/k1/controller_state', states.append,
+                                 qos.STATUS)
+    params = RemoteParams(ros_node, '/k1/edge')
+    assert params.wait_ready(10.0), edge.log()
+
+    def edge_retuned():
+        values = params.get_and_wait(['scale', 'jpeg_quality', 'max_rate_hz'])
+        return values == {'scale': 4, 'jpeg_quality': 50, 'max_rate_hz': 10.0}
+
+    assert spin_until(edge_retuned, 20.0), controller.log() + edge.log()
+    assert spin_until(lambda: bool(states), 5.0), controller.log()
+    state = states[-1]
+    assert state.config_name.startswith('x4-jpeg-q50') and state.scale == 4
+    assert state.bandwidth_estimate_kbps > 0 and state.reason
+
+
+def test_controller_parameters_validated_live(launch, ros_node, profile_path):
+    controller = launch(CONTROLLER, namespace='/k2', params={'profile': profile_path})
+    params = RemoteParams(ros_node, '/k2/controller')
+    assert params.wait_ready(10.0), controller.log()
+    assert not params.set_and_wait({'headroom': 2.0})[0].successful
+    assert params.set_and_wait({'headroom': 0.5})[0].successful
+    assert params.get_and_wait(['headroom'])['headroom'] == 0.5
+    assert not params.set_and_wait({'profile': '/elsewhere.yaml'})[0].successful  # read-only
+
+
+def test_missing_profile_is_reported_and_node_stays_up(launch, ros_node, spin_until, tmp_path):
+    missing = os.path.join(str(tmp_path), 'nope.yaml')
+    controller = launch(CONTROLLER, namespace='/k3', params={'profile': missing})
+    params = RemoteParams(ros_node, '/k3/controller')
+    assert params.wait_ready(10.0), controller.log()
+    assert spin_until(lambda: 'no profile' in controller.log(), 5.0), controller.log()
+    assert controller.alive()
+
