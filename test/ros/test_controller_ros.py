@@ -63,4 +63,3 @@ def test_missing_profile_is_reported_and_node_stays_up(launch, ros_node, spin_un
     assert params.wait_ready(10.0), controller.log()
     assert spin_until(lambda: 'no profile' in controller.log(), 5.0), controller.log()
     assert controller.alive()
-
