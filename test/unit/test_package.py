@@ -107,3 +107,14 @@ def test_flake8_clean():
     result = subprocess.run([sys.executable, '-m', 'flake8', *paths],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize('yaml_name, node', [('robot.yaml', 'edge'),
+                                             ('robot.yaml', 'camera_replay'),
+                                             ('cloud.yaml', 'cloud'),
+                                             ('controller.yaml', 'controller')])
+def test_shipped_yaml_lists_every_parameter_at_its_default(yaml_name, node):
+    module = importlib.import_module(f'cloudseg_ros.nodes.{node}_node')
+    listed = yaml.safe_load(open(os.path.join(REPO, 'config', yaml_name)))
+    values = listed[f'/**/{node}']['ros__parameters']
+    assert values == {spec.name: spec.default for spec in module.PARAMS}
