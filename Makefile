@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # (installed editable) and the interfaces merge into one package (see cloudseg_ros/__init__.py).
 MSG_PY_DIR := cloudseg_msgs_py
 
-.PHONY: all venv msgs demo test lint bench-edge bench-cloud clean
+.PHONY: all venv msgs demo test lint bench-edge bench-cloud wan-test clean
 
 all: venv
 
@@ -58,6 +58,10 @@ bench-edge: venv
 
 bench-cloud: venv
 	$(VENV)/bin/cloudseg bench-cloud
+
+# Needs root (network namespaces + tc); says "skipped" otherwise.
+wan-test: venv
+	$(VENV)/bin/cloudseg wan-test
 
 clean:
 	rm -rf build $(VENV)

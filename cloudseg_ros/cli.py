@@ -18,6 +18,7 @@ COMMANDS = {
     'eval': ('cloudseg_ros.training.evaluate', 'mIoU/PSNR/SSIM table (paper Table 1)'),
     'profile': ('cloudseg_ros.tools.profile', 'offline configuration profile, Pareto front'),
     'bench-stream': ('cloudseg_ros.tools.bench_stream', 'bandwidth vs accuracy (paper Fig. 5)'),
+    'wan-test': ('cloudseg_ros.tools.wan_test', 'robot/cloud across a shaped veth link (root)'),
     'make-clip': ('cloudseg_ros.tools.make_clip', 'build the bundled demo clip from CamVid'),
 }
 
