@@ -14,6 +14,8 @@ from typing import List, Optional
 
 import rclpy
 
+from cloudseg_ros.ros.param_client import RemoteParams
+from cloudseg_ros.tools.demo_report import write_report
 from cloudseg_ros.tools.processes import NodeProcess
 from cloudseg_ros.tools.stream_monitor import StreamMonitor
 
@@ -36,23 +38,48 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument('--device', default='auto', help='cloud torch device')
     parser.add_argument('--sr-variant', default='aware', choices=('aware', 'base', 'bilinear'))
     parser.add_argument('--namespace', default='/robot1')
+    parser.add_argument('--startup-timeout', type=float, default=180.0,
+                        help='seconds to wait for the cloud to load its networks')
     parser.add_argument('--out', default=os.path.join(REPO, 'out', 'demo'))
     return parser.parse_args(argv)
 
 
-def start_nodes(args: argparse.Namespace, source: str) -> List[NodeProcess]:
-    """Replay, edge and cloud, each in its own process."""
-    logs = os.path.join(args.out, 'logs')
-    common = {'namespace': args.namespace, 'log_dir': logs}
+def start_cloud(args: argparse.Namespace) -> NodeProcess:
+    """The cloud node in its own process."""
+    return NodeProcess(NODES + 'cloud_node', log_dir=os.path.join(args.out, 'logs'),
+                       namespace=args.namespace, params={
+                           'device': args.device, 'sr_variant': args.sr_variant,
+                           'models_dir': args.models})
+
+
+def start_robot(args: argparse.Namespace, source: str) -> List[NodeProcess]:
+    """Edge and replay camera, each in its own process."""
+    common = {'namespace': args.namespace, 'log_dir': os.path.join(args.out, 'logs')}
     return [
-        NodeProcess(NODES + 'cloud_node', params={
-            'device': args.device, 'sr_variant': args.sr_variant,
-            'models_dir': args.models}, **common),
         NodeProcess(NODES + 'edge_node', params={
             'scale': args.scale, 'codec': args.codec, 'probe_interval_s': 5.0}, **common),
         NodeProcess(NODES + 'camera_replay_node', params={
             'source': source, 'rate_hz': args.rate_hz, 'loop': True}, **common),
     ]
+
+
+def wait_for_cloud(monitor: StreamMonitor, cloud: NodeProcess, namespace: str,
+                   timeout_s: float) -> bool:
+    """Block until the cloud has loaded and warmed up its networks.
+
+    Its parameter services exist as soon as the node does, but they answer only once the node
+    spins, which is after the warm-up: so the test is an answered request.
+    """
+    params = RemoteParams(monitor, namespace.rstrip('/') + '/cloud')
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and cloud.alive():
+        try:
+            if params.wait_ready(1.0):
+                params.get_and_wait(['max_batch'], timeout_s=2.0)
+                return True
+        except TimeoutError:
+            continue
+    return False
 
 
 def run_monitor(monitor: StreamMonitor, nodes: List[NodeProcess], duration_s: float) -> bool:
@@ -83,15 +110,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     print(f'demo: {source} -> edge (x{args.scale} {args.codec}) -> cloud ({args.device}, SR '
           f'{args.sr_variant}) for {args.duration:.0f} s; logs in {args.out}/logs', flush=True)
-    nodes = start_nodes(args, source)
     rclpy.init()
     monitor = StreamMonitor(args.namespace)
+    nodes = [start_cloud(args)]
     try:
-        healthy = run_monitor(monitor, nodes, args.duration)
+        print('waiting for the cloud to load and warm up its networks...', flush=True)
+        healthy = wait_for_cloud(monitor, nodes[0], args.namespace, args.startup_timeout)
+        if healthy:
+            nodes += start_robot(args, source)
+            monitor.restart_clock()
+            healthy = run_monitor(monitor, nodes, args.duration)
+        else:
+            print(f'cloud not ready:\n{nodes[0].log()[-3000:]}', file=sys.stderr)
     finally:
         for node in reversed(nodes):
             node.stop()
-    from cloudseg_ros.tools.demo_report import write_report
     summary = write_report(monitor, args.out, fps=args.rate_hz)
     monitor.destroy_node()
     rclpy.try_shutdown()

@@ -9,6 +9,8 @@ from typing import Dict, Optional
 def _param_text(value) -> str:
     if isinstance(value, bool):
         return 'true' if value else 'false'
+    if value == '':
+        return "''"  # an empty override must still parse as YAML
     if isinstance(value, (list, tuple)):
         return '[' + ', '.join(f"'{v}'" if isinstance(v, str) else str(v) for v in value) + ']'
     return str(value)

@@ -61,6 +61,11 @@ class StreamMonitor(Node):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def restart_clock(self) -> None:
+        """Count seconds from now (after start-up), forgetting what came before."""
+        self._start_s = self._now_s()
+        self.seconds.clear()
+
     def current(self) -> Second:
         """The Second being filled now (a new one each wall-clock second)."""
         t_s = self._now_s() - self._start_s
