@@ -48,6 +48,13 @@ PARAMS = (
               choices=('auto', 'bf16', 'fp16', 'fp32'), read_only=True),
     ParamSpec('cuda_graphs', False, 'Capture CUDA graphs per input shape (GPU only).',
               read_only=True),
+    ParamSpec('compile', False,
+              'torch.compile the networks (GPU; about 20 s per new frame size, paid at start '
+              'for warmup_width x warmup_height).', read_only=True),
+    ParamSpec('warmup_width', 480, 'Width of the warm-up frames (the cameras), pixels.',
+              16, 8192, read_only=True),
+    ParamSpec('warmup_height', 360, 'Height of the warm-up frames, pixels.', 16, 8192,
+              read_only=True),
     ParamSpec('pyramid_reuse', True,
               "Feed the received LR frame to ICNet's low-resolution branch (paper 3.2)."),
     ParamSpec('max_batch', 8, 'Most frames (of different robots) segmented together.', 1, 64),
@@ -141,7 +148,9 @@ class CloudNode(Node):
                 sr_checkpoints=model_files.sr_checkpoints(models_dir, values['sr_variant']),
                 sr_mode='bilinear' if values['sr_variant'] == 'bilinear' else 'model',
                 device=values['device'], precision=values['precision'],
-                pyramid_reuse=self.settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'])
+                pyramid_reuse=self.settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'],
+                compile=values['compile'],
+                warmup_size=(values['warmup_width'], values['warmup_height']))
             return SegEngine(config)
         except (CheckpointError, EngineError, ValueError) as err:
             # Stay up (parameters, introspection) and reject frames with this reason.
