@@ -1,0 +1,77 @@
+"""Checks of `cloudseg wan-test` on synthetic per-second records (no network, no ROS)."""
+from cloudseg_ros.tools import wan_report as report
+
+LADDER = {'cheap': 200.0, 'mid': 700.0, 'dear': 3000.0}
+T0 = 1000
+
+
+def _record(t, sent_kbps, config, masks=8, latency_ms=150.0, switch=None):
+    switches = [] if switch is None else [{'t': t + 0.5, 'config': switch, 'reason': 'test'}]
+    return {'t': t, 'sent_bytes': int(sent_kbps * 125), 'sent_frames': 15,
+            'rx_bytes': int(sent_kbps * 125), 'rx_frames': 15, 'masks': masks,
+            'latency_ms': [latency_ms] * masks, 'config': config, 'estimate_kbps': 1000.0,
+            'switches': switches}
+
+
+def _run(drop_reaction_s=2, rise_reaction_s=4, gap=None, latency_ms=150.0):
+    """8 Mbit/s 20 s at 'dear', then 1 Mbit/s 20 s, then 4 Mbit/s 20 s."""
+    records = [_record(T0, 3000, 'dear', switch='dear')]
+    records += [_record(t, 3000, 'dear') for t in range(T0 + 1, T0 + 20)]
+    for t in range(T0 + 20, T0 + 40):
+        config = 'dear' if t < T0 + 20 + drop_reaction_s else 'cheap'
+        switch = 'cheap' if t == T0 + 20 + drop_reaction_s else None
+        masks = 0 if gap and gap[0] <= t - T0 < gap[1] else 8
+        records.append(_record(t, LADDER[config], config, masks, latency_ms, switch))
+    for t in range(T0 + 40, T0 + 60):
+        config = 'cheap' if t < T0 + 40 + rise_reaction_s else 'mid'
+        switch = 'mid' if t == T0 + 40 + rise_reaction_s else None
+        records.append(_record(t, LADDER[config], config, switch=switch))
+    phases = [report.Phase(8000, T0, T0 + 20), report.Phase(1000, T0 + 20, T0 + 40),
+              report.Phase(4000, T0 + 40, T0 + 60)]
+    return report.merge_records(records), phases
+
+
+def _by_name(checks):
+    return {check.name: check for check in checks}
+
+
+def test_a_following_controller_passes_every_check():
+    merged, phases = _run()
+    checks = _by_name(report.evaluate(merged, phases, LADDER, report.Limits()))
+    assert all(check.passed for check in checks.values()), checks
+    fit = checks['down to 1000 kbit/s: sent <= capacity']
+    assert fit.value == 3.0  # the end of the first second at the cheap entry
+    assert checks['up to 4000 kbit/s: dearer entry'].value == 4.5
+
+
+def test_slow_reactions_gaps_and_high_latency_fail():
+    merged, phases = _run(drop_reaction_s=9, rise_reaction_s=19, gap=(25, 30),
+                          latency_ms=2500.0)
+    checks = _by_name(report.evaluate(merged, phases, LADDER, report.Limits()))
+    assert not checks['down to 1000 kbit/s: sent <= capacity'].passed
+    assert not checks['masks at 1000 kbit/s'].passed
+    assert not checks['latency at 1000 kbit/s'].passed
+    assert checks['up to 4000 kbit/s: dearer entry'].passed is False  # 19.5 s > 15 s
+
+
+def test_a_drop_the_robot_never_felt_is_not_counted_as_passed():
+    merged, phases = _run()
+    for t in range(T0 + 15, T0 + 23):
+        merged[t]['sent_bytes'] = 500 * 125  # under the 1 Mbit/s that comes
+    checks = _by_name(report.evaluate(merged, phases, LADDER, report.Limits()))
+    assert not checks['down to 1000 kbit/s: exercised'].passed
+
+
+def test_late_events_of_a_second_are_summed_and_rows_cover_the_phases():
+    merged = report.merge_records([_record(T0, 800, 'mid'), _record(T0, 800, 'mid')])
+    assert merged[T0]['masks'] == 16 and len(merged[T0]['latency_ms']) == 16
+    rows = report.second_rows(merged, [report.Phase(1000, T0 + 0.4, T0 + 3.4)])
+    assert [row['t'] for row in rows] == [T0, T0 + 1, T0 + 2, T0 + 3]
+    assert rows[0]['sent_kbps'] == 1600.0 and rows[1]['masks'] == 0
+
+
+def test_link_check_catches_a_bypass():
+    merged, _ = _run()
+    payload = sum(record['rx_bytes'] for record in merged.values())
+    assert report.check_link_carried(merged, int(payload * 1.1)).passed
+    assert not report.check_link_carried(merged, payload // 2).passed
