@@ -239,6 +239,21 @@ class BandwidthEstimator:
         self._update_state()
         self._update_rate(arrival, 0.0 if last is None else arrival - last)
 
+    def on_undelivered(self, now_s: float, delivered_kbps: float) -> None:
+        """The sender reports most recent frames never arrived: cut to what was delivered.
+
+        This is the loss signal of a link that delivers nothing (see core/delivery.py): without
+        it the estimate would only decay after ``stall_timeout_s``. At most one cut per
+        ``window_s``, like every decrease.
+        """
+        if not self._can_decrease(now_s):
+            return
+        cfg = self._config
+        self._estimate = min(self._estimate, cfg.decrease_factor * max(delivered_kbps, 0.0))
+        self._estimate = min(max(self._estimate, cfg.min_kbps), cfg.max_kbps)
+        self._last_decrease_s = now_s
+        self._normal_since_s = None
+
     def _is_new_session(self, arrival_s: float, seq: int) -> bool:
         """Tell whether the sender restarted (seq fell far back) or the cloud clock jumped back."""
         if not self._frames:

@@ -16,6 +16,7 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
 from cloudseg_ros.core.bandwidth import BandwidthEstimator
+from cloudseg_ros.core.delivery import DeliveryTracker
 from cloudseg_ros.core.policy import Policy, PolicyConfig
 from cloudseg_ros.core.profile import load_profile
 from cloudseg_ros.msg import ControllerState, PipelineStats
@@ -73,6 +74,7 @@ class ControllerNode(Node):
                                    self._apply)
         self.settings = self._binder.config
         self.estimator = BandwidthEstimator()
+        self.delivery = DeliveryTracker()
         path = values['profile'] or package_file('config', 'profile.yaml')
         try:
             self.profile = load_profile(path)
@@ -110,6 +112,7 @@ class ControllerNode(Node):
 
     def _on_cloud_stats(self, msg: PipelineStats) -> None:
         if msg.stage == 'cloud_rx':
+            self.delivery.on_arrived(msg.seq)
             self.estimator.on_frame(stamp_to_s(msg.header.stamp), stamp_to_s(msg.arrival_stamp),
                                     msg.frame_bytes, msg.seq)
         elif not math.isnan(msg.probe_agreement_miou):
@@ -117,6 +120,7 @@ class ControllerNode(Node):
 
     def _on_edge_stats(self, msg: PipelineStats) -> None:
         now_s = self._now_s()
+        self.delivery.on_sent(msg.seq, now_s, msg.frame_bytes)
         self._sent_bytes.append((now_s, msg.frame_bytes))
         self._sent_bytes = [(t, b) for t, b in self._sent_bytes if now_s - t <= 2.0]
 
@@ -125,6 +129,9 @@ class ControllerNode(Node):
 
     def _on_timer(self) -> None:
         now_s = self._now_s()
+        delivered_kbps = self.delivery.congested_rate_kbps(now_s)
+        if delivered_kbps is not None:
+            self.estimator.on_undelivered(now_s, delivered_kbps)
         estimate = self.estimator.estimate_kbps(now_s)
         decision = self.policy.update(now_s, estimate, self._latency_ms, self._accuracy)
         latency_ms, self._latency_ms = self._latency_ms, math.nan  # each sample used once
