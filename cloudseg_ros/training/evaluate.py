@@ -1,0 +1,264 @@
+"""`cloudseg eval`: the CloudSeg comparison table (paper Table 1) on a labeled split.
+
+For every frame, LR = `core.imageops.downsample(HR, scale)` (the uplink's operator), then:
+'hr' (the original frame), 'bilinear', 'bicubic', and for each shipped SR net ('sr_base',
+'sr_aware') the SR frame segmented with pyramid reuse (the LR frame feeds ICNet's branch of that
+scale, as the cloud does) and without it ('<name>_nopyr'). Each method gets dataset-level mIoU
+and per-class IoU against the labels, agreement mIoU against the HR prediction, and mean
+PSNR/SSIM against HR (all from `core.metrics`).
+
+    cloudseg eval --data ../shared/data/camvid11 --split val --scale 4 --json out/eval_x4.json \
+        --md out/eval_x4.md --plot out/eval_x4.png
+"""
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from cloudseg_ros.core import imageops
+from cloudseg_ros.core.metrics import RunningConfusion, psnr, ssim
+from cloudseg_ros.inference.model_files import default_models_dir, seg_checkpoint, sr_file
+from cloudseg_ros.nets.checkpoint import CheckpointError, load_checkpoint
+from cloudseg_ros.nets.icnet import PYRAMID_FACTORS
+
+from .config import resolve_device
+from .datasets import SegSplit, load_seg_split
+from .progress import Progress
+
+# (B, 3, H, W) float in [0, 1], optional pyramid -> logits (B, C, H, W)
+SegFn = Callable[[torch.Tensor, Optional[Dict[int, torch.Tensor]]], torch.Tensor]
+# (B, 3, h, w) float in [0, 1] -> (B, 3, s*h, s*w)
+SrFn = Callable[[torch.Tensor], torch.Tensor]
+INTERPOLATIONS = ('bilinear', 'bicubic')
+
+
+class MethodStats:
+    """Running numbers of one method over the split."""
+
+    def __init__(self, num_classes: int, ignore_index: int) -> None:
+        self.vs_label = RunningConfusion(num_classes, ignore_index)
+        self.vs_hr = RunningConfusion(num_classes, None)  # the HR prediction has no void
+        self.psnr: List[float] = []
+        self.ssim: List[float] = []
+
+    def summary(self, class_names: Sequence[str], image_metrics: bool) -> Dict[str, object]:
+        """The method's JSON entry (non-finite numbers become null)."""
+        ious = self.vs_label.class_iou()
+        return {
+            'miou': _json_float(self.vs_label.mean_iou()),
+            'psnr': _json_float(np.mean(self.psnr)) if image_metrics and self.psnr else None,
+            'ssim': _json_float(np.mean(self.ssim)) if self.ssim else None,
+            'agreement_miou': _json_float(self.vs_hr.mean_iou()),
+            'per_class_iou': {n: _json_float(v) for n, v in zip(class_names, ious)},
+        }
+
+
+def _json_float(value: float) -> Optional[float]:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2) \
+        .float().div_(255.0)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float -> (B, H, W, 3) uint8, clamped and rounded like a saved image."""
+    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _fit(images: np.ndarray, hr_shape: Sequence[int]) -> np.ndarray:
+    """Resize upsampled frames whose size lost the remainder of H or W to the HR size."""
+    h, w = hr_shape[:2]
+    if images.shape[1:3] == (h, w):
+        return images
+    return np.stack([imageops.upsample_bilinear(im, (w, h)) for im in images])
+
+
+def method_images(hr: np.ndarray, lr: np.ndarray, scale: int, sr_fns: Dict[str, SrFn],
+                  device: torch.device) -> Dict[str, np.ndarray]:
+    """Reconstructions of a batch (uint8 `(B, H, W, 3)`) for every method, 'hr' included."""
+    h, w = hr.shape[1:3]
+    out = {'hr': hr,
+           'bilinear': np.stack([imageops.upsample_bilinear(im, (w, h)) for im in lr]),
+           'bicubic': np.stack([imageops.upsample_bicubic(im, (w, h)) for im in lr])}
+    if sr_fns:
+        lr_t = _to_tensor(lr, device)
+        with torch.no_grad():
+            for name, fn in sr_fns.items():
+                out[name] = _fit(_to_uint8(fn(lr_t)), hr.shape[1:])
+    return out
+
+
+def _predict(seg_fn: SegFn, images: np.ndarray, pyramid_lr: Optional[np.ndarray], scale: int,
+             device: torch.device) -> np.ndarray:
+    """Argmax ids `(B, H, W)`; `pyramid_lr` (uint8 LR frames) feeds the branch of `scale`."""
+    pyramid = None
+    if pyramid_lr is not None and scale in PYRAMID_FACTORS:
+        pyramid = {scale: _to_tensor(pyramid_lr, device)}
+    with torch.no_grad():
+        logits = seg_fn(_to_tensor(images, device), pyramid)
+    return logits.argmax(1).to(torch.uint8).cpu().numpy()
+
+
+def evaluate_split(split: SegSplit, scale: int, seg_fn: SegFn, sr_fns: Dict[str, SrFn],
+                   device: torch.device, batch: int = 4,
+                   progress: Optional[Progress] = None) -> Dict[str, object]:
+    """Run every method over the split; returns the JSON document's dict."""
+    stats: Dict[str, MethodStats] = {}
+    for start in range(0, len(split), batch):
+        hr = split.images[start:start + batch]
+        labels = split.labels[start:start + batch]
+        lr = np.stack([imageops.downsample(im, scale) for im in hr])
+        images = method_images(hr, lr, scale, sr_fns, device)
+        preds = {name: _predict(seg_fn, im, None, scale, device) for name, im in images.items()}
+        for name in sr_fns:  # as deployed: SR frame plus the received LR frame (pyramid)
+            preds[f'{name}_nopyr'] = preds[name]
+            preds[name] = _predict(seg_fn, images[name], lr, scale, device)
+            images[f'{name}_nopyr'] = images[name]
+        for name in _ordered(preds, sr_fns):
+            st = stats.setdefault(name, MethodStats(split.num_classes, split.ignore_index))
+            _accumulate(st, preds[name], preds['hr'], labels, images[name], hr,
+                        with_psnr=name != 'hr')
+        if progress is not None:
+            progress.update(len(hr))
+    methods = {name: st.summary(split.class_names, name != 'hr') for name, st in stats.items()}
+    return {'scale': scale, 'methods': methods}
+
+
+def _ordered(preds: Dict[str, np.ndarray], sr_fns: Dict[str, SrFn]) -> List[str]:
+    names = ['hr', *INTERPOLATIONS]
+    for name in sr_fns:
+        names += [name, f'{name}_nopyr']
+    return [n for n in names if n in preds]
+
+
+def _accumulate(st: MethodStats, pred: np.ndarray, hr_pred: np.ndarray, labels: np.ndarray,
+                images: np.ndarray, hr: np.ndarray, with_psnr: bool) -> None:
+    for i in range(len(pred)):
+        st.vs_label.update(pred[i], labels[i])
+        st.vs_hr.update(pred[i], hr_pred[i])
+        if with_psnr:
+            st.psnr.append(psnr(images[i], hr[i]))
+        st.ssim.append(ssim(images[i], hr[i]))
+
+
+def load_models(models_dir: str, scale: int, device: torch.device):
+    """(seg net, {'sr_base': net, 'sr_aware': net}) from `models_dir`; missing SR -> warning."""
+    seg, _ = load_checkpoint(seg_checkpoint(models_dir), device)
+    sr_nets = {}
+    for name, variant in (('sr_base', 'base'), ('sr_aware', 'aware')):
+        path = os.path.join(models_dir, sr_file(scale, variant))
+        if not os.path.isfile(path):
+            print(f'eval: warning: no {path}; skipping {name} for x{scale}', flush=True)
+            continue
+        net, _ = load_checkpoint(path, device)
+        if net.config.scale != scale:
+            raise CheckpointError(f'{path} is x{net.config.scale}, not x{scale}')
+        sr_nets[name] = net
+    return seg, sr_nets
+
+
+def _cell(value: Optional[float], fmt: str) -> str:
+    return '-' if value is None else format(value, fmt)
+
+
+def markdown_table(result: Dict[str, object], title: str = '') -> str:
+    """Summary table plus a per-class IoU table, GitHub markdown."""
+    methods: Dict[str, Dict[str, object]] = result['methods']  # type: ignore[assignment]
+    lines = [f'### {title or "x" + str(result["scale"])}', '',
+             '| method | mIoU | agreement mIoU | PSNR (dB) | SSIM |',
+             '| --- | ---: | ---: | ---: | ---: |']
+    for name, m in methods.items():
+        lines.append(f'| {name} | {_cell(m["miou"], ".4f")} | '
+                     f'{_cell(m["agreement_miou"], ".4f")} | {_cell(m["psnr"], ".2f")} | '
+                     f'{_cell(m["ssim"], ".4f")} |')
+    classes = list(next(iter(methods.values()))['per_class_iou']) if methods else []
+    lines += ['', '| method | ' + ' | '.join(classes) + ' |',
+              '| --- |' + ' ---: |' * len(classes)]
+    for name, m in methods.items():
+        ious = m['per_class_iou']
+        lines.append(f'| {name} | ' + ' | '.join(_cell(ious[c], '.3f') for c in classes) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def bar_plot(result: Dict[str, object], path: str, title: str = '') -> None:
+    """Bar chart of mIoU and agreement mIoU per method (matplotlib, Agg backend)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    methods: Dict[str, Dict[str, object]] = result['methods']  # type: ignore[assignment]
+    names = list(methods)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names)), 4.0))
+    for offset, key, label in ((-0.2, 'miou', 'mIoU vs labels'),
+                               (0.2, 'agreement_miou', 'mIoU vs HR prediction')):
+        values = [methods[n][key] or 0.0 for n in names]
+        bars = ax.bar(x + offset, values, 0.4, label=label)
+        ax.bar_label(bars, fmt='%.3f', fontsize=7)
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel('mIoU')
+    ax.set_title(title or f'x{result["scale"]}')
+    ax.legend(loc='lower left', fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The fixed `cloudseg eval` interface (scripts depend on it)."""
+    parser = argparse.ArgumentParser(prog='cloudseg eval', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data', required=True, help='dataset root (camvid11 layout)')
+    parser.add_argument('--split', required=True, help='labeled split, e.g. val')
+    parser.add_argument('--scale', type=int, required=True, choices=(2, 3, 4))
+    parser.add_argument('--json', required=True, help='write the results here')
+    parser.add_argument('--models', default=None, help='weights folder (default: models/)')
+    parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', ...")
+    parser.add_argument('--md', default=None, help='also write a markdown table here')
+    parser.add_argument('--plot', default=None, help='also write a bar plot PNG here')
+    parser.add_argument('--max-frames', type=int, default=0, help='first N frames only (0: all)')
+    parser.add_argument('--batch', type=int, default=4, help='frames per batch')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Evaluate every method at one scale and write JSON (+ markdown, plot)."""
+    args = build_parser().parse_args(argv)
+    device = resolve_device(args.device)
+    models_dir = args.models or default_models_dir()
+    try:
+        seg, sr_nets = load_models(models_dir, args.scale, device)
+        split = load_seg_split(args.data, args.split, 'camvid', args.max_frames or None)
+    except (CheckpointError, OSError) as exc:
+        print(f'eval: {exc}', file=sys.stderr)
+        return 2
+    sr_fns = {name: (lambda x, net=net: net(x)) for name, net in sr_nets.items()}
+    print(f'eval: {len(split)} frames of {args.split}, x{args.scale}, methods hr, '
+          f'{", ".join(INTERPOLATIONS)}, {", ".join(sr_fns) or "(no SR weights)"}; '
+          f'device {device}', flush=True)
+    progress = Progress(len(split), f'eval x{args.scale}', every=max(1, args.batch * 5),
+                        unit='frame')
+    result = evaluate_split(split, args.scale, lambda x, p: seg(x, p), sr_fns, device,
+                            args.batch, progress)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, 'w', encoding='utf-8') as f:
+        json.dump(result, f, indent=2, allow_nan=False)
+    title = f'{os.path.basename(os.path.normpath(args.data))} {args.split}, x{args.scale}, ' \
+            f'{len(split)} frames'
+    table = markdown_table(result, title)
+    print(table, flush=True)
+    if args.md:
+        with open(args.md, 'w', encoding='utf-8') as f:
+            f.write(table)
+    if args.plot:
+        bar_plot(result, args.plot, title)
+    return 0

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One training stage per invocation on the device machine (see models/MODEL_CARD.md).
+#
+#   bash scripts/gpu_train.sh smoke|seg|sr|eval
+#
+# Runs from the repository root with the CamVid copy carried in .data/camvid11 and the package
+# imported from the source tree (no ROS venv there). Finished weights and logs go to $OUT
+# (flat: at most 8 files come back); intermediate checkpoints stay in $WORK.
+# Time budgets (seconds of training loop, evaluation and loading excluded) are env overrides:
+#   SEG_BUDGET (default 420), SR_BUDGET (150), FT_BUDGET (150).
+set -euo pipefail
+stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval}
+OUT=${OUT:-out/device}
+WORK=${WORK:-/tmp/cloudseg_work}
+DATA=${DATA:-.data/camvid11}
+mkdir -p "$OUT" "$WORK"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+PY=${PY:-python3}
+cli() { "$PY" -m cloudseg_ros.cli "$@"; }
+
+seg_stage() {  # $1: budget s, $2: out dir, rest: extra --set overrides
+  local budget=$1 out=$2
+  shift 2
+  cli train-seg --out "$out" --set data="$DATA" --set time_budget_s="$budget" \
+    --set batch_size=16 --set lr=2e-3 --set scale_min=0.5 --set scale_max=2.0 \
+    --set eval_every=1000 --set log_every=100 --set half_weights=true "$@"
+}
+
+sr_chain() {  # $1: scale, $2: sr budget, $3: finetune budget, $4: seg checkpoint
+  local s=$1
+  cli train-sr --out "$WORK/sr_x$s" --set data="$DATA" --set scale="$s" \
+    --set time_budget_s="$2" --set eval_every=2000 --set log_every=200
+  cli finetune-sr --out "$WORK/sr_x${s}_aware" --set data="$DATA" --set scale="$s" \
+    --set sr_checkpoint="$WORK/sr_x$s/last.pt" --set seg_checkpoint="$4" \
+    --set time_budget_s="$3" --set eval_every=1000 --set log_every=100
+}
+
+case $stage in
+  smoke)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    "$PY" -c 'import torch, cv2, yaml, matplotlib; print(torch.__version__, cv2.__version__)'
+    seg_stage 25 "$WORK/seg_smoke" --set steps=100000 2>&1 | tee "$OUT/log_seg"
+    sr_chain 4 20 20 "$WORK/seg_smoke/best.pt" 2>&1 | tee "$OUT/log_sr"
+    mkdir -p "$WORK/m"
+    cp "$WORK/seg_smoke/best.pt" "$WORK/m/seg_icnet.pt"
+    cp "$WORK/sr_x4/last.pt" "$WORK/m/sr_carnm_x4.pt"
+    cp "$WORK/sr_x4_aware/last.pt" "$WORK/m/sr_carnm_x4_aware.pt"
+    cli eval --data "$DATA" --split val --scale 4 --json "$OUT/eval_smoke.json" \
+      --models "$WORK/m" --max-frames 16 2>&1 | tee "$OUT/log_eval"
+    ;;
+  seg)
+    seg_stage "${SEG_BUDGET:-420}" "$WORK/seg" ${SEG_SET:-} 2>&1 | tee "$OUT/log_seg"
+    cp "$WORK/seg/best.pt" "$OUT/seg_icnet.pt"
+    ;;
+  sr)
+    seg=${SEG_CKPT:-models/seg_icnet.pt}
+    sr_chain 2 "${SR_BUDGET:-150}" "${FT_BUDGET:-150}" "$seg" > "$OUT/log_x2" 2>&1 &
+    pid2=$!
+    sr_chain 4 "${SR_BUDGET:-150}" "${FT_BUDGET:-150}" "$seg" 2>&1 | tee "$OUT/log_x4"
+    wait "$pid2" || { tail -40 "$OUT/log_x2"; exit 1; }
+    tail -5 "$OUT/log_x2"
+    for s in 2 4; do
+      cp "$WORK/sr_x$s/last.pt" "$OUT/sr_carnm_x$s.pt"
+      cp "$WORK/sr_x${s}_aware/last.pt" "$OUT/sr_carnm_x${s}_aware.pt"
+    done
+    ;;
+  eval)
+    for s in 2 4; do
+      cli eval --data "$DATA" --split val --scale "$s" --json "$OUT/eval_x$s.json" \
+        --md "$OUT/eval_x$s.md" --plot "$OUT/eval_x$s.png" 2>&1 | tee "$OUT/log_eval_x$s"
+    done
+    ;;
+  *)
+    echo "unknown stage '$stage' (smoke, seg, sr, eval)" >&2
+    exit 2
+    ;;
+esac
