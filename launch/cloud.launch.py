@@ -1,6 +1,6 @@
 """Cloud side: the SR + segmentation node serving one or more robots.
 
-    ros2 launch cloudseg_ros cloud.launch.py robots:="['/robot1', '/robot2']"
+Example: ros2 launch cloudseg_ros cloud.launch.py robots:="['/robot1', '/robot2']"
 """
 import os
 
@@ -12,7 +12,7 @@ from launch_ros.actions import Node
 
 
 def generate_launch_description():
-    """The cloud node with the shipped cloud.yaml unless another params_file is given."""
+    """Launch the cloud node with the shipped cloud.yaml unless another params_file is given."""
     share = get_package_share_directory('cloudseg_ros')
     return LaunchDescription([
         DeclareLaunchArgument('params_file',

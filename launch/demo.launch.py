@@ -1,6 +1,6 @@
 """Everything on one machine: replay camera -> edge -> cloud (-> controller), plus rviz.
 
-    ros2 launch cloudseg_ros demo.launch.py source:=/path/to/video.mp4 rviz:=true
+Example: ros2 launch cloudseg_ros demo.launch.py source:=/path/to/video.mp4 rviz:=true
 """
 import os
 

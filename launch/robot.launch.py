@@ -1,7 +1,8 @@
 """Robot side: the edge node (and, for demos, the replay camera) in the robot's namespace.
 
-    ros2 launch cloudseg_ros robot.launch.py namespace:=robot1 camera_topic:=/camera/image_raw
-    ros2 launch cloudseg_ros robot.launch.py use_replay:=true source:=/data/clip.mp4
+Examples:
+ros2 launch cloudseg_ros robot.launch.py namespace:=robot1 camera_topic:=/camera/image_raw
+ros2 launch cloudseg_ros robot.launch.py use_replay:=true source:=/data/clip.mp4
 """
 import os
 

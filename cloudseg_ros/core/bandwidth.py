@@ -240,7 +240,7 @@ class BandwidthEstimator:
         self._update_rate(arrival, 0.0 if last is None else arrival - last)
 
     def on_undelivered(self, now_s: float, delivered_kbps: float) -> None:
-        """The sender reports most recent frames never arrived: cut to what was delivered.
+        """Cut to what was delivered: the sender reports its most recent frames never arrived.
 
         This is the loss signal of a link that delivers nothing (see core/delivery.py): without
         it the estimate would only decay after ``stall_timeout_s``. At most one cut per

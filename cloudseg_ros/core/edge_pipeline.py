@@ -32,7 +32,7 @@ class EdgeConfig:
     max_interval_s: float = 2.0     # send at least this often, even for a static scene
 
     def selector_config(self) -> SelectorConfig:
-        """The frame selector's part of the configuration."""
+        """Return the frame selector's part of the configuration."""
         return SelectorConfig(useful_threshold=self.useful_threshold,
                               key_threshold=self.key_threshold,
                               max_interval_s=self.max_interval_s,
@@ -93,7 +93,7 @@ class EdgePipeline:
         self.config = config
 
     def request_key(self) -> None:
-        """The receiver lost the stream: the next sent frame is a key frame (H.264 IDR)."""
+        """Make the next sent frame a key frame (H.264 IDR): the receiver lost the stream."""
         self._key_requested = True
         self.selector.request_key()
 
@@ -128,5 +128,5 @@ class EdgePipeline:
 
 
 def with_changes(config: EdgeConfig, **changes) -> EdgeConfig:
-    """A validated copy of `config` with some fields changed."""
+    """Return a validated copy of `config` with some fields changed."""
     return replace(config, **changes).validate()

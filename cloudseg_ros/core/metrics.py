@@ -170,7 +170,7 @@ class RunningConfusion:
         return class_iou(self.cm)
 
     def mean_iou(self) -> float:
-        """mIoU of everything accumulated so far."""
+        """Return the mIoU of everything accumulated so far."""
         return mean_iou(self.cm)
 
     def pixel_accuracy(self) -> float:

@@ -28,7 +28,7 @@ def list_images(folder: str) -> List[str]:
 
 
 def _image_folder_of(path: str) -> str:
-    """The folder holding the frames: `images/` of a CamVid split, else the folder itself."""
+    """Return the frame folder: `images/` of a CamVid split, else the folder itself."""
     images = os.path.join(path, 'images')
     return images if os.path.isdir(images) else path
 
@@ -104,7 +104,7 @@ class FrameSource:
             self._open_video()
 
     def frames(self) -> Iterator[np.ndarray]:
-        """Iterate over the frames (forever when looping)."""
+        """Iterate over the frames, forever when looping."""
         while True:
             frame = self.read()
             if frame is None:

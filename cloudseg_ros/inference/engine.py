@@ -111,7 +111,7 @@ class _Clock:
             self.marks.append(time.perf_counter())
 
     def intervals_ms(self) -> List[float]:
-        """Times between consecutive marks; on CUDA call after the stream has synchronised."""
+        """Return the times between marks; on CUDA call after the stream has synchronised."""
         pairs = zip(self.marks, self.marks[1:])
         if self.cuda:
             return [a.elapsed_time(b) for a, b in pairs]
@@ -304,7 +304,7 @@ class SegEngine:
 
     def _graphs_for(self, lr: torch.Tensor, scale: int,
                     size: Tuple[int, int]) -> Optional[_Graphs]:
-        """Cached graphs for this key, captured on first use; None -> run eagerly."""
+        """Return the cached graphs for this key, captured on first use; None -> run eagerly."""
         key = (tuple(lr.shape), scale, tuple(size))
         if key not in self._graphs:
             if len(self._graphs) >= MAX_CUDA_GRAPHS:

@@ -18,7 +18,7 @@ def sr_file(scale: int, variant: str) -> str:
 
 
 def default_models_dir() -> str:
-    """The checkout's models/ or, in a colcon install, share/cloudseg_ros/models."""
+    """Return the checkout's models/ or, in a colcon install, share/cloudseg_ros/models."""
     return os.path.dirname(package_file('models', SEG_FILE))
 
 

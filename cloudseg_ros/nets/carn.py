@@ -160,12 +160,12 @@ class CARN(nn.Module):
 
 
 def carn(scale: int = 4) -> CARN:
-    """Standard CARN (64 channels, 3 x 3 residual blocks) for x2, x3 or x4."""
+    """Build the standard CARN (64 channels, 3 x 3 residual blocks) for x2, x3 or x4."""
     return CARN(CARNConfig(scale=scale))
 
 
 def carn_m(scale: int = 4) -> CARN:
-    """Standard CARN-M (64 channels, efficient blocks with 4 groups, shared) for x2, x3 or x4."""
+    """Build standard CARN-M (64 channels, shared 4-group efficient blocks) for x2, x3 or x4."""
     return CARN(CARNConfig(scale=scale, mobile=True))
 
 
@@ -202,5 +202,5 @@ def _dense_conv(conv: nn.Conv2d) -> nn.Conv2d:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of distinct trainable parameters (shared modules counted once)."""
+    """Count the distinct trainable parameters (shared modules counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

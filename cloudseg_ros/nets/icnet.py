@@ -182,15 +182,20 @@ class ICNet(nn.Module):
 
     def forward(self, x: torch.Tensor,
                 pyramid: Optional[Dict[int, torch.Tensor]] = None) -> torch.Tensor:
-        """Segment x; `pyramid` {2: (B, 3, H/2, W/2), 4: (B, 3, H/4, W/4)} replaces the
-        internally downsized inputs of those branches (CloudSeg pyramid reuse)."""
+        """Segment x.
+
+        `pyramid` {2: (B, 3, H/2, W/2), 4: (B, 3, H/4, W/4)} replaces the internally downsized
+        inputs of those branches (CloudSeg pyramid reuse).
+        """
         logits, _ = self._run(x, pyramid, with_aux=False)
         return logits
 
     def forward_train(self, x: torch.Tensor, pyramid: Optional[Dict[int, torch.Tensor]] = None
                       ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Like `forward`, plus the CFF auxiliary logits [1/16 stage, 1/8 stage] (coarse to
-        fine), each upsampled to (B, num_classes, H, W) so they share the labels of the main loss.
+        """Return the logits of `forward` plus the CFF auxiliary logits.
+
+        The auxiliary logits [1/16 stage, 1/8 stage] (coarse to fine) are each upsampled to
+        (B, num_classes, H, W) so they share the labels of the main loss.
         """
         return self._run(x, pyramid, with_aux=True)
 

@@ -1,5 +1,7 @@
-"""Demo camera: publishes `image_raw` (sensor_msgs/Image, rgb8) from a video file, an image
-folder or a dataset split (CamVid `<split>/`), at a fixed rate, optionally looping.
+"""Demo camera: publish `image_raw` (sensor_msgs/Image, rgb8) at a fixed rate.
+
+The frames come from a video file, an image folder or a dataset split (CamVid `<split>/`),
+optionally looping.
 
 On a robot any camera driver publishing `image_raw` replaces this node. The stamp is the time
 the frame is published (its acquisition time for the rest of the pipeline).

@@ -86,6 +86,6 @@ def s_to_stamp(t_s: float) -> Time:
 
 
 def copy_header(header: Header, frame_id: Optional[str] = None) -> Header:
-    """A new Header with the same stamp (acquisition time) and frame id unless overridden."""
+    """Copy the stamp (acquisition time) and, unless overridden, frame id into a new Header."""
     return Header(stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec),
                   frame_id=header.frame_id if frame_id is None else frame_id)

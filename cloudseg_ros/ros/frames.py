@@ -8,7 +8,7 @@ from cloudseg_ros.ros.conversions import copy_header, stamp_to_s
 
 
 def meta_from_msg(msg: EncodedFrame) -> FrameMeta:
-    """The declared figures of an encoded frame."""
+    """Return the declared figures of an encoded frame."""
     return FrameMeta(seq=msg.seq, kind=msg.kind, codec=msg.codec, width=msg.width,
                      height=msg.height, orig_width=msg.orig_width,
                      orig_height=msg.orig_height, scale=msg.scale, keyframe=msg.keyframe,

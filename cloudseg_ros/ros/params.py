@@ -31,7 +31,7 @@ class ParamSpec:
     read_only: bool = False
 
     def descriptor(self) -> ParameterDescriptor:
-        """Build the ROS descriptor (ranges only for numbers, choices listed in the text)."""
+        """Build the ROS descriptor: ranges only for numbers, choices listed in the text."""
         text = self.description
         if self.choices:
             text += ' One of: ' + ', '.join(str(c) for c in self.choices) + '.'

@@ -106,7 +106,10 @@ def _codec() -> Tuple[str, Callable[[np.ndarray], bytes], Callable[[bytes], np.n
 
 
 def synthetic_frame(width: int, height: int) -> np.ndarray:
-    """A smooth street-like RGB image with edges: JPEG cost close to a real frame, unlike noise."""
+    """Draw a smooth street-like RGB image with edges.
+
+    Its JPEG cost is close to a real frame's, unlike that of noise.
+    """
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     img = np.stack([128 + 100 * np.sin(x / 37.0), 128 + 90 * np.cos(y / 23.0),
                     128 + 80 * np.sin((x + y) / 51.0)], axis=-1)
@@ -118,7 +121,7 @@ def synthetic_frame(width: int, height: int) -> np.ndarray:
 
 
 def _lr_frame(width: int, height: int, scale: int) -> np.ndarray:
-    """The LR frame the robot would send, made by the uplink's own downsampling."""
+    """Make the LR frame the robot would send, with the uplink's own downsampling."""
     hr = synthetic_frame(width, height)
     return cv2.resize(hr, (width // scale, height // scale), interpolation=cv2.INTER_AREA)
 

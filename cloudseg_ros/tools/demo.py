@@ -45,7 +45,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def start_cloud(args: argparse.Namespace) -> NodeProcess:
-    """The cloud node in its own process."""
+    """Start the cloud node in its own process."""
     return NodeProcess(NODES + 'cloud_node', log_dir=os.path.join(args.out, 'logs'),
                        namespace=args.namespace, params={
                            'device': args.device, 'sr_variant': args.sr_variant,

@@ -67,7 +67,7 @@ class StreamMonitor(Node):
         self.seconds.clear()
 
     def current(self) -> Second:
-        """The Second being filled now (a new one each wall-clock second)."""
+        """Return the Second being filled now (a new one each wall-clock second)."""
         t_s = self._now_s() - self._start_s
         if not self.seconds or t_s - self.seconds[-1].t_s >= 1.0:
             self.seconds.append(Second(t_s=math.floor(t_s)))

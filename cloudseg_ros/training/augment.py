@@ -28,7 +28,7 @@ def _uniform(n: int, low: float, high: float, device: torch.device,
 def scale_crop_grid(batch: int, in_hw: Tuple[int, int], crop_hw: Tuple[int, int],
                     scale_range: Tuple[float, float], flip: bool, device: torch.device,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Sampling grid `(B, ch, cw, 2)`: zoom by s ~ U(scale_range), random crop, optional flip.
+    """Build a sampling grid `(B, ch, cw, 2)`: zoom s ~ U(scale_range), random crop, optional flip.
 
     A crop of `crop_hw` output pixels covers `crop_hw / s` input pixels; its centre is drawn so
     the crop stays inside the image when it fits and the image stays inside the crop otherwise.

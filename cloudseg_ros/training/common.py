@@ -205,5 +205,5 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def to_device_stack(images: Any, device: torch.device) -> torch.Tensor:
-    """numpy uint8 array -> tensor on `device` (one copy; whole splits live there)."""
+    """Turn a numpy uint8 array into a tensor on `device` (one copy; whole splits live there)."""
     return torch.from_numpy(images).to(device)

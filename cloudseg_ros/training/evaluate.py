@@ -47,7 +47,7 @@ class MethodStats:
         self.ssim: List[float] = []
 
     def summary(self, class_names: Sequence[str], image_metrics: bool) -> Dict[str, object]:
-        """The method's JSON entry (non-finite numbers become null)."""
+        """Return the method's JSON entry (non-finite numbers become null)."""
         ious = self.vs_label.class_iou()
         return {
             'miou': _json_float(self.vs_label.mean_iou()),
@@ -214,7 +214,7 @@ def bar_plot(result: Dict[str, object], path: str, title: str = '') -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The fixed `cloudseg eval` interface (scripts depend on it)."""
+    """Build the fixed `cloudseg eval` interface (scripts depend on it)."""
     parser = argparse.ArgumentParser(prog='cloudseg eval', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', required=True, help='dataset root (camvid11 layout)')

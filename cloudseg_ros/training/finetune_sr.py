@@ -85,7 +85,7 @@ class FinetuneConfig:
 
 def pyramid_for(lr_img: torch.Tensor, scale: int, enabled: bool = True
                 ) -> Optional[Dict[int, torch.Tensor]]:
-    """ICNet pyramid entry for a received LR frame: {scale: LR} when ICNet has that branch."""
+    """Return the pyramid entry for a received LR frame: {scale: LR} when ICNet has that branch."""
     if enabled and scale in PYRAMID_FACTORS:
         return {scale: lr_img}
     return None

@@ -14,7 +14,7 @@ def cascade_ce_loss(logits: torch.Tensor, aux_logits: Sequence[torch.Tensor],
                     labels: torch.Tensor, aux_weights: Sequence[float] = (0.16, 0.4),
                     ignore_index: int = 11,
                     class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Main CE + weighted aux CEs (aux listed coarse -> fine, like `ICNet.forward_train`).
+    """Sum main CE and weighted aux CEs (aux listed coarse -> fine, like `ICNet.forward_train`).
 
     ICNet's cascade label guidance weights the coarse (1/16) and finer (1/8) auxiliary heads
     0.16 and 0.4. Aux logits at a lower resolution than `labels` are scored against

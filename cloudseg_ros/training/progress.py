@@ -45,7 +45,7 @@ class Progress:
         return time.perf_counter() - self.start
 
     def line(self, values: Optional[Dict[str, float]] = None) -> str:
-        """The progress line for the current count (without printing)."""
+        """Return the progress line for the current count (without printing)."""
         elapsed = self.elapsed()
         done = self.count - self.start_count
         rate = done / elapsed if elapsed > 0 else 0.0

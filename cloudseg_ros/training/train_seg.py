@@ -71,7 +71,7 @@ class SegTrainConfig:
 
 
 def build_model(cfg: SegTrainConfig, num_classes: int) -> ICNet:
-    """ICNet with the config's width and depth for `num_classes` classes."""
+    """Build an ICNet with the config's width and depth for `num_classes` classes."""
     return build_net('icnet', {'num_classes': num_classes, 'width': cfg.width,
                                'stem_blocks': cfg.stem_blocks, 'low_blocks': cfg.low_blocks,
                                'dropout': cfg.dropout})

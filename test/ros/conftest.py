@@ -39,7 +39,7 @@ def launch(tmp_path):
 
 @pytest.fixture
 def ros_node():
-    """An rclpy node in the test process."""
+    """Yield an rclpy node in the test process."""
     rclpy.init()
     node = rclpy.create_node(f'test_probe_{os.getpid()}')
     yield node
@@ -49,7 +49,7 @@ def ros_node():
 
 @pytest.fixture
 def spin_until(ros_node):
-    """spin_until(predicate, timeout_s) -> bool: spin the test node until predicate() holds."""
+    """Return `fn(predicate, timeout_s) -> bool` spinning the test node until predicate() holds."""
     def _spin_until(predicate, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
