@@ -15,6 +15,6 @@ def package_file(*parts: str) -> str:
     try:
         from ament_index_python.packages import get_package_share_directory
         installed = os.path.join(get_package_share_directory('cloudseg_ros'), *parts)
-    except (ImportError, LookupError, ValueError):
+    except (ImportError, LookupError, ValueError, OSError):
         return source
     return installed if os.path.exists(installed) else source

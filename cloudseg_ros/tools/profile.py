@@ -1,0 +1,127 @@
+"""`cloudseg profile`: measure a grid of uplink configurations on a clip, keep the Pareto front.
+
+Every configuration of the grid (scales x codecs x qualities x frame-rate caps x selector
+thresholds, see `core.profile.config_grid`) is streamed through the real robot pipeline and the
+cloud engine (`tools.stream_eval`); its bitrate and agreement-mIoU (vs full-resolution inference)
+become a profile entry. The YAML (`core.profile.save_profile`) holds all entries, the front the
+controller chooses from, and meta naming the clip and the weights. `--plot` draws kbps vs
+accuracy: every configuration in grey, the front highlighted.
+
+    cloudseg profile --input ../shared/data/camvid11/val --out config/profile.yaml \\
+        --plot docs/profile.png --scales 1 2 4 --qualities 30 50 75 90 --rates 15 7.5 \\
+        --thresholds 0 0.1
+"""
+import argparse
+import math
+import os
+from typing import List, Optional, Sequence
+
+from cloudseg_ros.core.profile import (DEFAULT_KEY_THRESHOLD, ProfileEntry, config_grid,
+                                       pareto_front, save_profile)
+from cloudseg_ros.tools.stream_eval import (CloudVariant, StreamEvaluator, StreamResult,
+                                            add_common_args, clip_meta, evaluator_from_args,
+                                            models_meta)
+
+MAX_PLOT_LABELS = 8  # front points named on the plot
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    """Command-line options of `cloudseg profile`."""
+    parser = argparse.ArgumentParser(prog='cloudseg profile', description=__doc__.split('\n')[0])
+    add_common_args(parser)
+    parser.add_argument('--out', default='config/profile.yaml', help='profile YAML to write')
+    parser.add_argument('--plot', default=None, help='also draw kbps vs accuracy to this PNG')
+    parser.add_argument('--scales', type=int, nargs='+', default=[1, 2, 4])
+    parser.add_argument('--codecs', nargs='+', default=['jpeg'], choices=['jpeg', 'h264'])
+    parser.add_argument('--qualities', type=int, nargs='+', default=[30, 50, 75, 90],
+                        help='JPEG qualities 1..100')
+    parser.add_argument('--crfs', type=int, nargs='+', default=[23, 28, 33, 38],
+                        help='H.264 CRFs 0..51 (with --codecs h264)')
+    parser.add_argument('--rates', type=float, nargs='+', default=[15.0, 7.5],
+                        help='frame-rate caps in Hz')
+    # 0.1 skips about half of CamVid's 15 fps frames; 0.05 would skip none (see bench-stream).
+    parser.add_argument('--thresholds', type=float, nargs='+', default=[0.0, 0.1],
+                        help='selector useful thresholds (0: send every frame the rate allows)')
+    parser.add_argument('--key-threshold', type=float, default=DEFAULT_KEY_THRESHOLD)
+    parser.add_argument('--sr-variant', default='aware', choices=['aware', 'base', 'bilinear'])
+    parser.add_argument('--no-pyramid-reuse', action='store_true',
+                        help='segment without feeding the LR frame to ICNet')
+    return parser.parse_args(argv)
+
+
+def usable_scales(evaluator: StreamEvaluator, variant: CloudVariant,
+                  scales: Sequence[int]) -> List[int]:
+    """The requested scales the variant's weights can serve; says which are dropped."""
+    supported = set(evaluator.supported_scales(variant))
+    dropped = [s for s in scales if s not in supported]
+    if dropped:
+        print(f'note: no {variant.sr} SR weights for scale(s) {dropped}: left out', flush=True)
+    return [s for s in scales if s in supported]
+
+
+def print_front(front: Sequence[ProfileEntry], results: Sequence[StreamResult]) -> None:
+    """Table of the Pareto front, cheapest first."""
+    sent = {r.config.name: r.frames_sent for r in results}
+    frames = results[0].frames if results else 0
+    print(f'\nPareto front ({len(front)} of {len(results)} configurations):')
+    print(f'{"configuration":<34} {"kbps":>9} {"agreement":>9} {"labeled":>8} {"sent":>8}')
+    for entry in front:
+        labeled = '-' if entry.labeled_miou is None else f'{entry.labeled_miou:.4f}'
+        sent_text = f'{sent[entry.name]}/{frames}'
+        print(f'{entry.name:<34} {entry.kbps:9.1f} {entry.accuracy:9.4f} {labeled:>8} '
+              f'{sent_text:>8}')
+
+
+def plot_profile(entries: Sequence[ProfileEntry], front: Sequence[ProfileEntry], path: str,
+                 title: str) -> None:
+    """kbps (log) vs agreement-mIoU: every configuration grey, the front highlighted."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.scatter([e.kbps for e in entries], [e.accuracy for e in entries], s=18, color='0.7',
+               label='configuration')
+    ax.plot([e.kbps for e in front], [e.accuracy for e in front], '-o', color='tab:red',
+            markersize=5, label='Pareto front')
+    # Name a handful of front points, spread along it: all of them would overprint.
+    step = max(1, math.ceil(len(front) / MAX_PLOT_LABELS))
+    for entry in list(front[::step]) + ([front[-1]] if (len(front) - 1) % step else []):
+        ax.annotate(entry.name, (entry.kbps, entry.accuracy), fontsize=6,
+                    xytext=(4, -10), textcoords='offset points')
+    ax.set_xscale('log')
+    ax.set_xlabel('uplink bitrate (kbit/s)')
+    ax.set_ylabel('agreement-mIoU vs full-resolution inference')
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Evaluate the grid, write the profile (and plot); 0 on success."""
+    args = parse_args(argv)
+    evaluator = evaluator_from_args(args)
+    variant = CloudVariant(args.sr_variant, not args.no_pyramid_reuse)
+    scales = usable_scales(evaluator, variant, args.scales)
+    qualities = {'jpeg': args.qualities, 'h264': args.crfs}
+    configs = config_grid(scales, args.codecs, qualities, args.rates, args.thresholds,
+                          key_threshold=args.key_threshold)
+    print(f'{len(configs)} configurations, cloud {variant.name}', flush=True)
+    results = evaluator.run_many([(config, variant) for config in configs])
+    entries = [result.profile_entry() for result in results]
+    front = pareto_front(entries)
+    meta = clip_meta(args, evaluator)
+    meta.update({'tool': 'cloudseg profile', 'sr_variant': variant.sr,
+                 'pyramid_reuse': variant.pyramid_reuse,
+                 'models': models_meta(evaluator)})
+    save_profile(args.out, entries, front, meta)
+    print_front(front, results)
+    print(f'wrote {args.out}', flush=True)
+    if args.plot:
+        plot_profile(entries, front, args.plot,
+                     f'{os.path.basename(meta["clip"])} ({meta["frames"]} frames), '
+                     f'cloud {variant.name}')
+        print(f'wrote {args.plot}', flush=True)
+    return 0

@@ -1,0 +1,253 @@
+"""Streaming evaluation (tools/stream_eval), `cloudseg profile` and `cloudseg bench-stream`.
+
+Most tests use a stub engine whose mask is a function of the image content, so accuracy can be
+worked out by hand; the command tests run tiny random-init networks on the CPU.
+"""
+from dataclasses import asdict
+import json
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from cloudseg_ros.core.codecs import encode_jpeg
+from cloudseg_ros.core.imageops import downsample
+from cloudseg_ros.core.profile import StreamConfig, load_profile
+from cloudseg_ros.tools import bench_stream, profile
+from cloudseg_ros.tools.stream_eval import Clip, CloudVariant, StreamEvaluator, load_clip
+
+FPS = 15.0
+BAND = 20  # stub class = mean grey level // BAND
+
+
+class StubEngine:
+    """SegEngine's interface; the mask is the class of each pixel's upsampled grey level."""
+
+    num_classes = 11
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def supported_scales(self):
+        return [1, 2, 3, 4]
+
+    def process(self, batch):
+        self.frames += len(batch)
+        return [SimpleNamespace(mask=self._mask(item.lr_rgb, item.orig_size), timings_ms={})
+                for item in batch]
+
+    def segment_hr(self, rgb):
+        return self._mask(rgb, (rgb.shape[1], rgb.shape[0]))
+
+    @staticmethod
+    def _mask(rgb, size):
+        grey = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR).mean(axis=2)
+        return np.minimum(grey // BAND, 10).astype(np.uint8)
+
+
+def _flat_clip(count=6, labels=None):
+    """Frame i is uniformly grey at the middle of class i's band: the stub says class i."""
+    frames = [np.full((64, 96, 3), BAND * i + BAND // 2, np.uint8) for i in range(count)]
+    return Clip(frames, FPS, 'flat', labels)
+
+
+def _moving_clip(count=8):
+    """A smooth pattern drifting a few pixels per frame."""
+    yy, xx = np.mgrid[0:64, 0:96].astype(np.float32)
+    frames = []
+    for t in range(count):
+        grey = 110 + 100 * np.sin((xx + 3 * t) / 9.0) * np.cos(yy / 11.0)
+        frames.append(np.repeat(grey[..., None], 3, axis=2).astype(np.uint8))
+    return Clip(frames, FPS, 'moving')
+
+
+def _evaluator(clip, engine=None):
+    engine = engine or StubEngine()
+    return StreamEvaluator(clip, lambda variant: engine, log=lambda text: None), engine
+
+
+def _config(scale=1, quality=95, rate=FPS, useful=0.0, key=0.2):
+    return StreamConfig(scale, 'jpeg', quality, rate, useful, key)
+
+
+def test_selector_off_sends_every_frame_and_shows_its_own_mask():
+    evaluator, _ = _evaluator(_moving_clip())
+    result = evaluator.run(_config(scale=2), CloudVariant())
+    assert result.frames == result.frames_sent == 8
+    assert result.mask_source == list(range(8))
+
+
+def test_high_useful_threshold_sends_less_and_skipped_frames_keep_the_last_mask():
+    evaluator, _ = _evaluator(_moving_clip())
+    every = evaluator.run(_config(scale=2), CloudVariant())
+    lazy = evaluator.run(_config(scale=2, useful=0.9, key=1.0), CloudVariant())
+    # Only the first frame (a KEY) passes; 8 frames are 0.53 s, under max_interval_s.
+    assert lazy.frames_sent == 1 and lazy.bytes_total < every.bytes_total
+    assert lazy.mask_source == [0] * 8
+    assert lazy.accuracy < every.accuracy
+
+
+def test_kbps_and_accuracy_by_hand_at_half_rate():
+    labels = [np.full((64, 96), i, np.uint8) for i in range(6)]
+    for label in labels:
+        label[:, :10] = 11  # void: ignored by the labeled mIoU
+    evaluator, _ = _evaluator(_flat_clip(labels=labels))
+    result = evaluator.run(_config(scale=2, quality=90, rate=FPS / 2), CloudVariant())
+    assert result.mask_source == [0, 0, 2, 2, 4, 4]
+    sent = [encode_jpeg(downsample(evaluator.clip.frames[i], 2), 90) for i in (0, 2, 4)]
+    assert result.bytes_total == sum(len(data) for data in sent)
+    assert result.kbps == pytest.approx(result.bytes_total * 8 / (6 / FPS) / 1000)
+    # Shown classes 0 0 2 2 4 4 vs true 0..5: IoU 1/2 for 0, 2, 4 and 0 for 1, 3, 5.
+    assert result.accuracy == pytest.approx(0.25)
+    assert result.labeled_miou == pytest.approx(0.25)
+
+
+def test_full_resolution_through_jpeg_q95_agrees_with_itself():
+    evaluator, _ = _evaluator(_moving_clip())
+    result = evaluator.run(_config(scale=1, quality=95), CloudVariant())
+    assert 0.9 < result.accuracy <= 1.0
+
+
+def test_rate_and_threshold_variants_reuse_the_all_frames_masks():
+    evaluator, engine = _evaluator(_moving_clip())
+    jobs = [(_config(scale=2, rate=FPS / 2), CloudVariant()),
+            (_config(scale=2), CloudVariant()),
+            (_config(scale=2, useful=0.9, key=1.0), CloudVariant())]
+    results = evaluator.run_many(jobs)
+    assert engine.frames == 8 + 8  # the reference, then each distinct decoded frame once
+    assert [r.config for r in results] == [job[0] for job in jobs]
+    assert results[1].engine_frames + results[0].engine_frames == 8
+    assert results[2].engine_frames == 0
+
+
+class StubFactory:
+    """An engine factory with the identity a disk cache needs."""
+
+    def __init__(self):
+        self.engine = StubEngine()
+
+    def __call__(self, variant):
+        return self.engine
+
+    def identity(self, variant, scale):
+        return 'stub' if scale == 1 else f'stub|{variant.name}'
+
+
+def test_disk_cache_serves_a_second_run_without_inference(tmp_path):
+    jobs = [(_config(scale=2), CloudVariant()), (_config(scale=1), CloudVariant())]
+    first = StreamEvaluator(_moving_clip(), StubFactory(), cache_dir=str(tmp_path),
+                            log=lambda text: None)
+    expected = first.run_many(jobs)
+    again = StreamEvaluator(_moving_clip(), StubFactory(), cache_dir=str(tmp_path),
+                            log=lambda text: None)
+    results = again.run_many(jobs)
+    assert first.engine_factory.engine.frames == 8 * 3  # reference + two configurations
+    assert again.engine_factory.engine.frames == 0
+    assert [r.accuracy for r in results] == [r.accuracy for r in expected]
+    other = StreamEvaluator(_moving_clip(), StubFactory(), cache_dir=str(tmp_path),
+                            log=lambda text: None)
+    other.run(_config(scale=2), CloudVariant('base'))  # another SR variant: not served
+    assert other.engine_factory.engine.frames == 8
+
+
+def test_load_clip_pairs_camvid_labels_by_stem(tmp_path):
+    split = tmp_path / 'val'
+    (split / 'images').mkdir(parents=True)
+    (split / 'labels').mkdir()
+    for i in range(3):
+        cv2.imwrite(str(split / 'images' / f'f{i}.png'), np.full((8, 12, 3), 40 * i, np.uint8))
+        cv2.imwrite(str(split / 'labels' / f'f{i}.png'), np.full((8, 12), i, np.uint8))
+    clip = load_clip(str(split), max_frames=2)
+    assert len(clip.frames) == 2 and clip.fps == FPS
+    assert [int(label[0, 0]) for label in clip.labels] == [0, 1]
+    (split / 'labels' / 'f1.png').unlink()
+    with pytest.raises(ValueError, match='missing'):
+        load_clip(str(split))
+
+
+def test_kbps_at_accuracy_interpolates_along_the_upper_envelope():
+    curve = [(100.0, 0.90), (150.0, 0.85), (200.0, 0.96), (250.0, 0.95), (400.0, 0.99)]
+    # Envelope: (100, .90) (200, .96) (400, .99); 0.97 lies a third of the way to 400.
+    assert bench_stream.kbps_at_accuracy(curve, 0.97) == pytest.approx(200 + 200 / 3)
+    assert bench_stream.kbps_at_accuracy(curve, 0.80) == pytest.approx(100.0)
+    assert bench_stream.kbps_at_accuracy(curve, 0.995) is None
+    curves = {'full': [{'kbps': 1000.0, 'miou': 1.0, 'labeled_miou': 0.60}],
+              'downsample': [{'kbps': 300.0, 'miou': 0.98, 'labeled_miou': 0.59}],
+              'cloudseg': [{'kbps': 100.0, 'miou': 0.97, 'labeled_miou': 0.50}],
+              'cloudseg_selector': []}
+    summary = bench_stream.summarise(curves, 0.97, reference_labeled=0.60)
+    assert summary['ratios'] == {'full/cloudseg': 10.0, 'downsample/cloudseg': 3.0,
+                                 'full/cloudseg_selector': None}
+    assert summary['targets_met'] == {'full/cloudseg': True, 'downsample/cloudseg': True}
+    # Labeled view: cloudseg (0.50) misses 0.97 x 0.60 = 0.582, so its ratios are unmeasurable.
+    assert summary['labeled']['kbps_at_target'] == {'full': 1000.0, 'downsample': 300.0,
+                                                    'cloudseg': None, 'cloudseg_selector': None}
+    assert summary['labeled']['targets_met']['full/cloudseg'] is None
+    assert summary['other_agreement_targets']['0.85']['ratios']['full/cloudseg'] == 10.0
+
+
+@pytest.fixture(scope='module')
+def tiny_models(tmp_path_factory):
+    """Random-init ICNet and aware CARN-M x2/x4 at tiny widths (as in test/ros)."""
+    import torch
+    from cloudseg_ros.nets.carn import CARNConfig
+    from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
+    from cloudseg_ros.nets.icnet import ICNetConfig
+    folder = tmp_path_factory.mktemp('models')
+    torch.manual_seed(0)
+    seg = ICNetConfig(width=8)
+    save_checkpoint(folder / 'seg_icnet.pt', build_model('icnet', seg), 'icnet', asdict(seg))
+    for scale in (2, 4):
+        sr = CARNConfig(scale=scale, channels=8, mobile=True)
+        save_checkpoint(folder / f'sr_carnm_x{scale}_aware.pt', build_model('carn', sr),
+                        'carn', asdict(sr))
+    return str(folder)
+
+
+@pytest.fixture(scope='module')
+def camvid_like(tmp_path_factory):
+    """A 4-frame labeled split of moving 96x64 frames."""
+    split = tmp_path_factory.mktemp('split')
+    (split / 'images').mkdir()
+    (split / 'labels').mkdir()
+    for i, frame in enumerate(_moving_clip(4).frames):
+        cv2.imwrite(str(split / 'images' / f'f{i:02d}.png'), frame)
+        cv2.imwrite(str(split / 'labels' / f'f{i:02d}.png'), (frame[..., 0] // 24).astype(
+            np.uint8))
+    return str(split)
+
+
+def test_profile_writes_a_loadable_profile_and_plot(tmp_path, tiny_models, camvid_like):
+    out, plot = tmp_path / 'profile.yaml', tmp_path / 'profile.png'
+    assert profile.main(['--input', camvid_like, '--out', str(out), '--plot', str(plot),
+                         '--scales', '1', '2', '3', '--qualities', '50', '90',
+                         '--rates', '15', '7.5', '--thresholds', '0', '--device', 'cpu',
+                         '--models', tiny_models]) == 0
+    loaded = load_profile(str(out))
+    assert len(loaded.entries) == 8  # x3 has no weights and is left out
+    assert {e.config.scale for e in loaded.entries} == {1, 2}
+    assert loaded.front and all(e.labeled_miou is not None for e in loaded.entries)
+    assert loaded.meta['frames'] == 4 and loaded.meta['fps'] == FPS
+    assert 'seg_icnet.pt sha256:' in loaded.meta['models']['seg']
+    assert plot.stat().st_size > 0
+
+
+def test_bench_stream_json_has_the_exact_keys(tmp_path, tiny_models, camvid_like):
+    out = tmp_path / 'bench.json'
+    assert bench_stream.main(['--input', camvid_like, '--json', str(out), '--qualities', '50',
+                              '90', '--full-qualities', '90', '--downsample-scales', '2',
+                              '--selector-thresholds', '0.05', '--max-frames', '3',
+                              '--device', 'cpu', '--models', tiny_models]) == 0
+    document = json.loads(out.read_text())
+    assert set(document['curves']) == {'full', 'downsample', 'cloudseg', 'cloudseg_selector'}
+    assert len(document['curves']['cloudseg']) == 4  # scales 2 and 4 x two qualities
+    for points in document['curves'].values():
+        for entry in points:
+            assert set(entry) == {'kbps', 'miou', 'config', 'labeled_miou'}
+            assert 0.0 <= entry['miou'] <= 1.0 and entry['kbps'] > 0
+    assert len(document['curves']['full']) == 1
+    assert set(document['summary']['kbps_at_target']) == set(document['curves'])
+    assert 'labeled' in document['summary']
+    assert set(document['summary']['ratios']) == {'full/cloudseg', 'downsample/cloudseg',
+                                                  'full/cloudseg_selector'}
