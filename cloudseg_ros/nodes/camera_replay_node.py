@@ -6,8 +6,6 @@ optionally looping.
 On a robot any camera driver publishing `image_raw` replaces this node. The stamp is the time
 the frame is published (its acquisition time for the rest of the pipeline).
 """
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -16,6 +14,7 @@ from cloudseg_ros.core.imageops import ImageError
 from cloudseg_ros.core.sources import FrameSource, SourceError
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import rgb_to_image_msg
+from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamSpec, declare_params
 
 PARAMS = (
@@ -73,15 +72,7 @@ class CameraReplayNode(Node):
 
 def main(args=None) -> None:
     """Run the replay camera until shut down."""
-    rclpy.init(args=args)
-    node = CameraReplayNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(CameraReplayNode, args)
 
 
 if __name__ == '__main__':

@@ -11,9 +11,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
@@ -33,6 +32,7 @@ from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, mask_to_image_msg,
                                           rgb_to_image_msg)
 from cloudseg_ros.ros.frames import cloud_stats_msg, meta_from_msg
+from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, declare_params
 
 PARAMS = (
@@ -257,17 +257,7 @@ class CloudNode(Node):
 
 def main(args=None) -> None:
     """Run the cloud node on a multi-threaded executor until shut down."""
-    rclpy.init(args=args)
-    node = CloudNode()
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(CloudNode, args, executor=lambda: MultiThreadedExecutor(num_threads=3))
 
 
 if __name__ == '__main__':

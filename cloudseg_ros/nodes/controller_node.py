@@ -9,8 +9,6 @@ services, which is what `ros2 param set` does. Publishes `controller_state` (lat
 import math
 from dataclasses import dataclass
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
@@ -24,6 +22,7 @@ from cloudseg_ros.paths import package_file
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import stamp_to_s
 from cloudseg_ros.ros.param_client import RemoteParams
+from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
 
 PARAMS = (
@@ -165,15 +164,7 @@ class ControllerNode(Node):
 
 def main(args=None) -> None:
     """Run the controller until shut down."""
-    rclpy.init(args=args)
-    node = ControllerNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ControllerNode, args)
 
 
 if __name__ == '__main__':

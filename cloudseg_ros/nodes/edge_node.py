@@ -8,8 +8,6 @@ Never imports torch: a robot may not have it.
 import time
 from dataclasses import dataclass
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
@@ -22,6 +20,7 @@ from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, image_msg_to_rgb,
                                           stamp_to_s)
+from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
 
 # image_transport's format string: original encoding; codec; what the decoder returns (OpenCV
@@ -159,15 +158,7 @@ class EdgeNode(Node):
 
 def main(args=None) -> None:
     """Run the edge node until shut down."""
-    rclpy.init(args=args)
-    node = EdgeNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(EdgeNode, args)
 
 
 if __name__ == '__main__':
