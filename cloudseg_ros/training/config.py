@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import os
 import random
+import sys
 import typing
 from typing import Any, Dict, Iterable, Optional, Type, TypeVar
 
@@ -144,3 +145,21 @@ def config_dict(cfg: Any) -> Dict[str, Any]:
     for key, value in dataclasses.asdict(cfg).items():
         out[key] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def run_training_command(prog: str, doc: str, config_type: Type[T], default_out: str,
+                         run: Any, argv: Optional[Iterable[str]] = None) -> int:
+    """Parse the shared training options, load the config and call `run(cfg, out, device, resume)`.
+
+    A bad config file or override is reported on stderr with exit code 2.
+    """
+    parser = argparse.ArgumentParser(prog=f'cloudseg {prog}', description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser, default_out)
+    args = parser.parse_args(None if argv is None else list(argv))
+    try:
+        cfg = load_config(config_type, args.config, args.overrides)
+        return run(cfg, args.out, resolve_device(args.device), args.resume)
+    except (ConfigError, OSError) as exc:
+        print(f'{prog}: {exc}', file=sys.stderr)
+        return 2

@@ -16,11 +16,9 @@ is at most `final_max_drop_db` (val drops ran above training drops).
     cloudseg finetune-sr --set scale=4 --set sr_checkpoint=out/sr_x4/last.pt \
         --set seg_checkpoint=models/seg_icnet.pt --out out/sr_x4_aware
 """
-import argparse
 import copy
 import math
 import os
-import sys
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
@@ -34,7 +32,7 @@ from cloudseg_ros.nets.icnet import PYRAMID_FACTORS
 
 from . import common
 from .augment import area_downsample, random_patches, to_float_nchw
-from .config import ConfigError, add_common_args, load_config, resolve_device, seed_everything
+from .config import ConfigError, run_training_command, seed_everything
 from .datasets import group_by_size, load_seg_split
 from .losses import psnr_torch, seg_kl_loss
 from .train_sr import FramePools, load_hr_frames, sample_pool, save_checkpoint, super_resolve
@@ -236,16 +234,7 @@ def blend_to_psnr_budget(sr_net: nn.Module, base: nn.Module, frames: torch.Tenso
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse arguments, fine-tune, and leave last.pt / best.pt in --out."""
-    parser = argparse.ArgumentParser(prog='cloudseg finetune-sr', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, 'out/sr_aware')
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(FinetuneConfig, args.config, args.overrides)
-        return run(cfg, args.out, resolve_device(args.device), args.resume)
-    except (ConfigError, OSError) as exc:
-        print(f'finetune-sr: {exc}', file=sys.stderr)
-        return 2
+    return run_training_command('finetune-sr', __doc__, FinetuneConfig, 'out/sr_aware', run, argv)
 
 
 def run(cfg: FinetuneConfig, out_dir: str, device: torch.device, resume: bool) -> int:

@@ -7,9 +7,7 @@ best checkpoint is kept.
 
     cloudseg train-seg --set data=../shared/data/camvid11 --set time_budget_s=420 --out out/seg
 """
-import argparse
 import os
-import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -24,8 +22,7 @@ from cloudseg_ros.nets.icnet import ICNet
 
 from . import common
 from .augment import seg_augment, to_float_nchw
-from .config import (ConfigError, add_common_args, config_dict, load_config, resolve_device,
-                     seed_everything)
+from .config import config_dict, run_training_command, seed_everything
 from .datasets import SegSplit, load_seg_split
 from .losses import cascade_ce_loss, class_weights
 
@@ -171,16 +168,7 @@ def save_checkpoint(out_dir: str, model: ICNet, optimizer: torch.optim.Optimizer
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse arguments, train, and leave last.pt / best.pt in --out."""
-    parser = argparse.ArgumentParser(prog='cloudseg train-seg', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, 'out/seg')
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(SegTrainConfig, args.config, args.overrides)
-    except (ConfigError, OSError) as exc:
-        print(f'train-seg: {exc}', file=sys.stderr)
-        return 2
-    return run(cfg, args.out, resolve_device(args.device), args.resume)
+    return run_training_command('train-seg', __doc__, SegTrainConfig, 'out/seg', run, argv)
 
 
 def run(cfg: SegTrainConfig, out_dir: str, device: torch.device, resume: bool) -> int:

@@ -8,9 +8,7 @@ Validation: PSNR of full val frames (val images are never trained on).
 
     cloudseg train-sr --set scale=4 --set time_budget_s=150 --out out/sr_x4
 """
-import argparse
 import os
-import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -24,8 +22,7 @@ from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as sav
 
 from . import common
 from .augment import area_downsample, sr_batch, to_float_nchw
-from .config import (ConfigError, add_common_args, config_dict, load_config, resolve_device,
-                     seed_everything)
+from .config import config_dict, run_training_command, seed_everything
 from .datasets import group_by_size, load_frames
 from .losses import psnr_torch, sr_loss
 
@@ -177,16 +174,7 @@ def save_checkpoint(out_dir: str, model: CARN, optimizer: torch.optim.Optimizer,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse arguments, train, and leave last.pt / best.pt in --out."""
-    parser = argparse.ArgumentParser(prog='cloudseg train-sr', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, 'out/sr')
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(SRTrainConfig, args.config, args.overrides)
-    except (ConfigError, OSError) as exc:
-        print(f'train-sr: {exc}', file=sys.stderr)
-        return 2
-    return run(cfg, args.out, resolve_device(args.device), args.resume)
+    return run_training_command('train-sr', __doc__, SRTrainConfig, 'out/sr', run, argv)
 
 
 def run(cfg: SRTrainConfig, out_dir: str, device: torch.device, resume: bool) -> int:
