@@ -239,7 +239,9 @@ class CloudNode(Node):
         pipeline_mask = stream.recent_masks.get(stamp_ns)
         twin = stream.recent_frames.get(stamp_ns)
         if self.engine is None or (pipeline_mask is None and twin is None):
-            return  # its LR twin was lost or rejected: nothing to compare with
+            self.get_logger().warn(f'{stream.name}: probe skipped: its low-resolution twin was '
+                                   'lost or rejected', throttle_duration_sec=10.0)
+            return
         try:
             if pipeline_mask is None:  # the twin was superseded before inference: run it now
                 pipeline_mask = self.engine.process([EngineInput(
