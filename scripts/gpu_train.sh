@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One training stage per invocation on the device machine (see models/MODEL_CARD.md).
 #
-#   bash scripts/gpu_train.sh smoke|seg|sr|eval
+#   bash scripts/gpu_train.sh smoke|seg|sr|eval|robust
 #
 # Runs from the repository root with the CamVid copy carried in .data/camvid11 and the package
 # imported from the source tree (no ROS venv there). Finished weights and logs go to $OUT
@@ -9,7 +9,7 @@
 # Time budgets (seconds of training loop, evaluation and loading excluded) are env overrides:
 #   SEG_BUDGET (default 420), SR_BUDGET (150), FT_BUDGET (150).
 set -euo pipefail
-stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval}
+stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust}
 OUT=${OUT:-out/device}
 WORK=${WORK:-/tmp/cloudseg_work}
 DATA=${DATA:-.data/camvid11}
@@ -35,7 +35,53 @@ sr_chain() {  # $1: scale, $2: sr budget, $3: finetune budget, $4: seg checkpoin
     --set time_budget_s="$3" --set eval_every=1000 --set log_every=100
 }
 
+# The codec-robust recipe of issue 8: degraded views + consistency for segmentation, codec-aware
+# LR for SR. Extra train-seg overrides can be given in SEG_SET.
+ROBUST_SEG=(--set degrade_variants=6 --set consistency_weight=1.0 --set ema_decay=0.999
+            --set eval_every=500)
+
+robust_stage() {  # one device call: segmentation (held-out + shipping), then SR x2/x3/x4
+  # $OUT takes at most 8 files: logs travel as logs.tgz, SR weights as sr_models.tar.
+  local seg_budget=${SEG_BUDGET:-290} sr_budget=${SR_BUDGET:-240} ft_budget=${FT_BUDGET:-140}
+  local logs=$WORK/logs ship=$WORK/ship
+  mkdir -p "$logs" "$ship"
+  trap 'tar czf "$OUT/logs.tgz" -C "$logs" . ; tar cf "$OUT/sr_models.tar" -C "$ship" .' EXIT
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  seg_stage "$seg_budget" "$WORK/seg_holdout" "${ROBUST_SEG[@]}" \
+    --set holdout_sequences=0006R0 ${SEG_SET:-} > "$logs/seg_holdout.log" 2>&1 &
+  local pids=($!)
+  seg_stage "$seg_budget" "$WORK/seg" "${ROBUST_SEG[@]}" ${SEG_SET:-} > "$logs/seg.log" 2>&1 &
+  local seg_pid=$!
+  for s in 2 3 4; do
+    cli train-sr --out "$WORK/sr_x$s" --set data="$DATA" --set scale="$s" \
+      --set time_budget_s="$sr_budget" --set eval_every=2000 --set log_every=200 \
+      --set lr_cache_dir="$WORK/lr_cache" > "$logs/sr_x$s.log" 2>&1 &
+    pids+=($!)
+  done
+  wait "$seg_pid" || { tail -30 "$logs/seg.log"; exit 1; }
+  cp "$WORK/seg/last.pt" "$OUT/seg_icnet.pt"
+  for pid in "${pids[@]}"; do wait "$pid" || echo "a job failed (pid $pid)"; done
+  cp "$WORK/seg_holdout/best.pt" "$OUT/seg_icnet_holdout.pt" || true
+  pids=()
+  for s in 2 3 4; do
+    cp "$WORK/sr_x$s/last.pt" "$ship/sr_carnm_x$s.pt"
+    cli finetune-sr --out "$WORK/sr_x${s}_aware" --set data="$DATA" --set scale="$s" \
+      --set sr_checkpoint="$WORK/sr_x$s/last.pt" --set seg_checkpoint="$OUT/seg_icnet.pt" \
+      --set time_budget_s="$ft_budget" --set eval_every=1000 --set log_every=100 \
+      --set lr_cache_dir="$WORK/lr_cache" > "$logs/ft_x$s.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || echo "a job failed (pid $pid)"; done
+  for s in 2 3 4; do
+    cp "$WORK/sr_x${s}_aware/last.pt" "$ship/sr_carnm_x${s}_aware.pt" || true
+  done
+  grep -h "done at step\|eval @" "$logs"/*.log | tail -40
+}
+
 case $stage in
+  robust)
+    robust_stage
+    ;;
   smoke)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     "$PY" -c 'import torch, cv2, yaml, matplotlib; print(torch.__version__, cv2.__version__)'

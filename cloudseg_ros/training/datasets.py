@@ -239,3 +239,42 @@ def group_by_size(frames: Sequence[np.ndarray]) -> List[np.ndarray]:
     for frame in frames:
         groups.setdefault(frame.shape, []).append(frame)
     return [np.stack(g) for g in sorted(groups.values(), key=len, reverse=True)]
+
+
+def read_sequences(root: str) -> dict:
+    """stem -> sequence name from a camvid11 `frames.csv` (empty when the file is missing)."""
+    path = os.path.join(root, 'frames.csv')
+    if not os.path.isfile(path):
+        return {}
+    out = {}
+    with open(path, 'r', encoding='utf-8') as f:
+        header = f.readline().strip().split(',')
+        stem_col, seq_col = header.index('stem'), header.index('sequence')
+        for line in f:
+            parts = line.strip().split(',')
+            if len(parts) > max(stem_col, seq_col):
+                out[parts[stem_col]] = parts[seq_col]
+    return out
+
+
+def split_by_sequence(split: SegSplit, root: str, sequences: Sequence[str]
+                      ) -> Tuple[SegSplit, SegSplit]:
+    """(frames not in `sequences`, frames in them), by the dataset's `frames.csv`.
+
+    Used to hold a whole drive out of training: frames of one drive are near-duplicates, so
+    only a drive never seen measures how the net generalises to new streets.
+    """
+    wanted = {s.strip() for s in sequences if s.strip()}
+    seq_of = read_sequences(root)
+    unknown = wanted - set(seq_of.values())
+    if unknown:
+        raise ValueError(f'sequences {sorted(unknown)} not in {root}/frames.csv '
+                         f'(known: {sorted(set(seq_of.values()))})')
+    inside = np.array([seq_of.get(stem) in wanted for stem in split.stems], bool)
+
+    def pick(mask: np.ndarray) -> SegSplit:
+        idx = np.flatnonzero(mask)
+        return SegSplit(split.images[idx], split.labels[idx], split.class_names,
+                        split.ignore_index, [split.stems[i] for i in idx])
+
+    return pick(~inside), pick(inside)

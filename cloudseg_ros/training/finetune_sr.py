@@ -6,8 +6,12 @@ context), LR = area downsample; the loss is
     KL(softmax(seg(HR)) || softmax(seg(SR, pyramid={scale: LR}))) + lambda * L1(SR, HR)
 
 where the SR frame is segmented exactly as the cloud does it (the received LR frame replaces
-ICNet's own downsized input of the branch at that scale: pyramid reuse). The KL term needs no
-labels. lambda keeps PSNR from collapsing: with `adaptive_lambda`, it follows a dual-ascent rule
+ICNet's own downsized input of the branch at that scale: pyramid reuse). LR is what the uplink
+delivers: decoded JPEG/H.264 copies made once before training (`codec_data`, as in train-sr),
+with a share `codec_clean_prob` of clean area-downsampled LR; the target is always the
+segmentation of the clean HR frame, so the net learns to restore what the codec took away.
+The KL term needs no labels. lambda keeps PSNR from collapsing: with `adaptive_lambda`, it
+follows a dual-ascent rule
 on the PSNR drop against the frozen base net on the same batch, holding the drop near
 `max_psnr_drop_db` (a constraint instead of a hand-tuned weight; device time allows no sweep).
 At the end the weights are blended back toward the base net until the drop on training frames
@@ -20,7 +24,7 @@ import copy
 import math
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -35,7 +39,9 @@ from .augment import area_downsample, random_patches, to_float_nchw
 from .config import ConfigError, run_training_command, seed_everything
 from .datasets import group_by_size, load_seg_split
 from .losses import psnr_torch, seg_kl_loss
-from .train_sr import FramePools, load_hr_frames, sample_pool, save_checkpoint, super_resolve
+from .codec_data import crop_to_scale
+from .train_sr import (FramePools, codec_batch, decoded_lr_pools, load_hr_frames, sample_pool,
+                       save_checkpoint, super_resolve, val_jpeg_lr)
 
 
 @dataclass
@@ -72,6 +78,14 @@ class FinetuneConfig:
     final_max_drop_db: float = 0.2
     blend_frames: int = 64  # training frames used to measure that drop
     pyramid_reuse: bool = True
+    codec_variants: int = 8  # decoded LR copies per frame (0: clean LR only)
+    codec_clean_prob: float = 0.2
+    codecs: Tuple[str, ...] = ('jpeg', 'h264')
+    jpeg_quality_min: int = 30
+    jpeg_quality_max: int = 95
+    h264_crf_min: int = 18
+    h264_crf_max: int = 38
+    lr_cache_dir: str = ''
     bf16: bool = True
     channels_last: bool = True
     log_every: int = 50
@@ -111,12 +125,24 @@ def build_model(cfg: FinetuneConfig, device: torch.device):
 def build_loaders(cfg: FinetuneConfig, device: torch.device):
     """(HR frame pools on the device, labeled val split in host memory)."""
     frames = load_hr_frames(cfg.data, cfg.train_split, cfg.extra_frames, cfg.max_train_items)
-    groups = group_by_size(frames)
+    groups = [crop_to_scale(g, cfg.scale) for g in group_by_size(frames)]
     weights = torch.tensor([float(len(g)) for g in groups])
-    pools = FramePools([common.to_device_stack(g, device) for g in groups],
-                       weights / weights.sum(), np.zeros((0, 1, 1, 3), np.uint8))
     val = load_seg_split(cfg.data, cfg.val_split, 'camvid', cfg.max_val_items or None)
+    pools = FramePools([common.to_device_stack(g, device) for g in groups],
+                       weights / weights.sum(), np.zeros((0, 1, 1, 3), np.uint8),
+                       decoded_lr_pools(groups, cfg, device, 'finetune-sr'),
+                       val_jpeg_lr(crop_to_scale(val.images, cfg.scale), cfg.scale))
     return pools, val
+
+
+def lr_hr_batch(pools: FramePools, cfg: FinetuneConfig) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(LR as received, clean HR) for one step: decoded uplink LR when the pools have it."""
+    if not pools.lr_pools:
+        hr = hr_batch(pools, cfg)
+        return area_downsample(hr, cfg.scale), hr
+    h, w = cfg.crop_h // cfg.scale, cfg.crop_w // cfg.scale
+    return codec_batch(pools, cfg.batch_size, (h, w), cfg.scale, cfg.codec_clean_prob,
+                       vertical_flips=False)
 
 
 @dataclass
@@ -149,8 +175,7 @@ def train_step(sr_net: nn.Module, base: nn.Module, seg: nn.Module,
                optimizer: torch.optim.Optimizer, pools: FramePools, lam: Lambda,
                cfg: FinetuneConfig, device: torch.device) -> Dict[str, torch.Tensor]:
     """One step of KL + lambda * L1; updates lambda from the batch's PSNR drop."""
-    hr = hr_batch(pools, cfg)
-    lr_img = area_downsample(hr, cfg.scale)
+    lr_img, hr = lr_hr_batch(pools, cfg)
     pyramid = pyramid_for(lr_img, cfg.scale, cfg.pyramid_reuse)
     with torch.no_grad(), common.autocast(device, cfg.bf16):
         target = seg(hr)
@@ -173,23 +198,34 @@ def train_step(sr_net: nn.Module, base: nn.Module, seg: nn.Module,
 
 @torch.no_grad()
 def evaluate(sr_net: nn.Module, base: nn.Module, seg: nn.Module, val, cfg: FinetuneConfig,
-             device: torch.device) -> Dict[str, float]:
-    """Val mIoU of seg(SR) (with pyramid reuse) and PSNR of SR and base SR vs HR."""
-    conf = RunningConfusion(val.num_classes, val.ignore_index)
-    psnr, psnr_base = [], []
-    with common.eval_mode(sr_net):
-        for i in range(0, len(val), cfg.eval_batch):
-            hr = to_float_nchw(torch.from_numpy(val.images[i:i + cfg.eval_batch]).to(device))
-            lr_img = area_downsample(hr, cfg.scale)
-            sr = super_resolve(sr_net, lr_img, cfg.bf16)
-            psnr.append(psnr_torch(sr, hr))
-            psnr_base.append(psnr_torch(super_resolve(base, lr_img, cfg.bf16), hr))
-            with common.autocast(device, cfg.bf16):
-                pred = seg(sr, pyramid_for(lr_img, cfg.scale, cfg.pyramid_reuse)).argmax(1)
-            conf.update(pred.to(torch.uint8).cpu().numpy(),
-                        val.labels[i:i + cfg.eval_batch])
-    p, pb = float(torch.cat(psnr).mean()), float(torch.cat(psnr_base).mean())
-    return {'miou': conf.mean_iou(), 'psnr': p, 'psnr_base': pb, 'psnr_drop': pb - p}
+             device: torch.device, lr_jpeg: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """Val mIoU of seg(SR) (with pyramid reuse) and PSNR of SR and base SR vs HR.
+
+    From clean LR: `miou`, `psnr`, `psnr_base`, `psnr_drop`; with `lr_jpeg` (val LR after
+    JPEG q50) the same with the suffix `_jpeg50`.
+    """
+    val_hr = crop_to_scale(val.images, cfg.scale)
+    labels = val.labels[:, :val_hr.shape[1], :val_hr.shape[2]]
+    inputs = {'': None} if lr_jpeg is None else {'': None, '_jpeg50': lr_jpeg}
+    out: Dict[str, float] = {}
+    for suffix, lr_all in inputs.items():
+        conf = RunningConfusion(val.num_classes, val.ignore_index)
+        psnr, psnr_base = [], []
+        with common.eval_mode(sr_net):
+            for i in range(0, len(val_hr), cfg.eval_batch):
+                hr = to_float_nchw(torch.from_numpy(val_hr[i:i + cfg.eval_batch]).to(device))
+                lr_img = (area_downsample(hr, cfg.scale) if lr_all is None else to_float_nchw(
+                    torch.from_numpy(lr_all[i:i + cfg.eval_batch]).to(device)))
+                sr = super_resolve(sr_net, lr_img, cfg.bf16)
+                psnr.append(psnr_torch(sr, hr))
+                psnr_base.append(psnr_torch(super_resolve(base, lr_img, cfg.bf16), hr))
+                with common.autocast(device, cfg.bf16):
+                    pred = seg(sr, pyramid_for(lr_img, cfg.scale, cfg.pyramid_reuse)).argmax(1)
+                conf.update(pred.to(torch.uint8).cpu().numpy(), labels[i:i + cfg.eval_batch])
+        p, pb = float(torch.cat(psnr).mean()), float(torch.cat(psnr_base).mean())
+        out.update({'miou' + suffix: conf.mean_iou(), 'psnr' + suffix: p,
+                    'psnr_base' + suffix: pb, 'psnr_drop' + suffix: pb - p})
+    return out
 
 
 BLEND_ALPHAS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
@@ -262,13 +298,15 @@ def run(cfg: FinetuneConfig, out_dir: str, device: torch.device, resume: bool) -
     metrics = common.run_loop(
         spec, state, optimizer,
         lambda step: train_step(sr_net, base, seg, optimizer, pools, lam, cfg, device),
-        lambda: evaluate(sr_net, base, seg, val, cfg, device), checkpoint, 'finetune-sr')
+        lambda: evaluate(sr_net, base, seg, val, cfg, device, pools.val_lr_jpeg), checkpoint,
+        'finetune-sr')
     if cfg.final_max_drop_db > 0:
         frames = pools.pools[0][::max(1, len(pools.pools[0]) // max(1, cfg.blend_frames))]
         blend = blend_to_psnr_budget(sr_net, base, frames, cfg.scale, cfg.final_max_drop_db,
                                      cfg.bf16)
         if blend['blend_alpha'] < 1.0:
-            metrics = {**evaluate(sr_net, base, seg, val, cfg, device), **blend}
+            metrics = {**evaluate(sr_net, base, seg, val, cfg, device, pools.val_lr_jpeg),
+                       **blend}
             checkpoint(state, metrics)
     print(f'finetune-sr: done at step {state.step} in {state.elapsed_s:.0f}s; val mIoU '
           f'{metrics.get("miou", float("nan")):.4f}, PSNR drop '

@@ -5,9 +5,22 @@ The whole train split lives on the device as uint8; each step draws a batch, aug
 loss. Validation mIoU (full frames, `core.metrics`) is computed every `eval_every` steps and the
 best checkpoint is kept.
 
+Robustness to what the uplink does (`degrade_variants` > 0): every training frame also has
+degraded copies made once on the CPU (`codec_data.build_degraded_views`: down/up resampling
+x1..x4 with random filters, JPEG q 30..95 or H.264 CRF 18..38 round trips), plus blur and noise
+on the device. Each sample is seen as a clean and a degraded view with the same crop and colour;
+both get the label loss and a consistency term KL(p_clean || p_degraded) ties the degraded
+prediction to the clean one, so a codec change does not flip classes.
+
+Model selection on a drive never trained on: `holdout_sequences` (e.g. 0006R0) removes those
+drives from the training split and scores them every evaluation (`holdout_miou`), which then
+picks `best.pt`. `agree_jpeg50` is the agreement mIoU between the prediction on the val frames
+and on their JPEG q50 copies.
+
     cloudseg train-seg --set data=../shared/data/camvid11 --set time_budget_s=420 --out out/seg
 """
 import os
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -21,10 +34,11 @@ from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as sav
 from cloudseg_ros.nets.icnet import ICNet
 
 from . import common
-from .augment import seg_augment, to_float_nchw
+from .augment import blur_and_noise, seg_augment, seg_augment_views, to_float_nchw
+from .codec_data import CodecRange, build_degraded_views, jpeg_round_trip
 from .config import config_dict, run_training_command, seed_everything
-from .datasets import SegSplit, load_seg_split
-from .losses import cascade_ce_loss, class_weights
+from .datasets import SegSplit, load_seg_split, split_by_sequence
+from .losses import cascade_ce_loss, class_weights, seg_kl_loss
 
 
 @dataclass
@@ -65,6 +79,20 @@ class SegTrainConfig:
     eval_batch: int = 16
     seed: int = 0
     half_weights: bool = False  # store float16 weights in checkpoints
+    holdout_sequences: str = ''  # comma-separated drives left out of training, used to select
+    degrade_variants: int = 0  # degraded copies per training frame (0: clean training only)
+    degrade_scale_probs: Tuple[float, ...] = (0.4, 0.2, 0.2, 0.2)  # of x1, x2, x3, x4
+    codecs: Tuple[str, ...] = ('jpeg', 'h264')
+    jpeg_quality_min: int = 30
+    jpeg_quality_max: int = 95
+    h264_crf_min: int = 18
+    h264_crf_max: int = 38
+    blur_prob: float = 0.2  # of the degraded view
+    max_blur_sigma: float = 1.5
+    noise_prob: float = 0.2
+    max_noise: float = 0.03  # noise std on [0, 1] pixels
+    consistency_weight: float = 1.0  # KL(p_clean || p_degraded)
+    ema_decay: float = 0.0  # >0: evaluate and save an exponential moving average of the weights
 
 
 def build_model(cfg: SegTrainConfig, num_classes: int) -> ICNet:
@@ -84,23 +112,60 @@ class SegData:
     class_names: List[str]
     ignore_index: int
     class_weights: Optional[torch.Tensor]
+    degraded: Optional[torch.Tensor] = None  # (N, V, H, W, 3) uint8 on device
+    holdout: Optional[SegSplit] = None  # drives left out of training
+    val_jpeg50: Optional[np.ndarray] = None  # val frames after a JPEG q50 round trip
+
+
+def _codec_range(cfg: SegTrainConfig) -> CodecRange:
+    return CodecRange(tuple(cfg.codecs), (cfg.jpeg_quality_min, cfg.jpeg_quality_max),
+                      (cfg.h264_crf_min, cfg.h264_crf_max))
+
+
+def _degraded_views(train: SegSplit, cfg: SegTrainConfig) -> np.ndarray:
+    t0 = time.perf_counter()
+    views = build_degraded_views(train.images, cfg.degrade_variants, _codec_range(cfg),
+                                 scale_probs=cfg.degrade_scale_probs, seed=cfg.seed)
+    print(f'train-seg: {cfg.degrade_variants} degraded views per frame '
+          f'({time.perf_counter() - t0:.1f}s)', flush=True)
+    return views
 
 
 def build_loaders(cfg: SegTrainConfig, device: torch.device) -> SegData:
-    """Decode both splits once; move the train split to `device`."""
+    """Decode both splits once; move the train split (and its degraded views) to `device`."""
     train = load_seg_split(cfg.data, cfg.train_split, cfg.dataset, cfg.max_train_items or None)
     val = load_seg_split(cfg.data, cfg.val_split, cfg.dataset, cfg.max_val_items or None)
+    holdout = None
+    if cfg.holdout_sequences.strip():
+        train, holdout = split_by_sequence(train, cfg.data, cfg.holdout_sequences.split(','))
     weights = None
     if cfg.class_weighting != 'none':
         w = class_weights(train.labels, train.num_classes, train.ignore_index,
                           cfg.class_weighting)
         weights = torch.from_numpy(w).to(device)
-    print(f'train-seg: {len(train)} train / {len(val)} val frames '
-          f'{train.images.shape[2]}x{train.images.shape[1]}, {train.num_classes} classes',
-          flush=True)
+    print(f'train-seg: {len(train)} train / {len(val)} val'
+          + (f' / {len(holdout)} held-out ({cfg.holdout_sequences})' if holdout else '')
+          + f' frames {train.images.shape[2]}x{train.images.shape[1]}, '
+          f'{train.num_classes} classes', flush=True)
+    degraded = None
+    if cfg.degrade_variants > 0:
+        degraded = common.to_device_stack(_degraded_views(train, cfg), device)
+    jpeg50 = np.stack([jpeg_round_trip(img, 50) for img in val.images])
     return SegData(common.to_device_stack(train.images, device),
                    common.to_device_stack(train.labels, device), val, train.class_names,
-                   train.ignore_index, weights)
+                   train.ignore_index, weights, degraded, holdout, jpeg50)
+
+
+def _views_batch(data: SegData, idx: torch.Tensor, cfg: SegTrainConfig
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(clean and degraded views stacked `(2B, 3, h, w)`, labels `(2B, h, w)`)."""
+    var = torch.randint(0, data.degraded.shape[1], (idx.shape[0],), device=idx.device)
+    clean, degraded, y = seg_augment_views(
+        data.images[idx], data.degraded[idx, var], data.labels[idx], (cfg.crop_h, cfg.crop_w),
+        (cfg.scale_min, cfg.scale_max), cfg.flip, (cfg.jitter,) * 3, data.ignore_index)
+    degraded = blur_and_noise(degraded, cfg.blur_prob, cfg.max_blur_sigma, cfg.noise_prob,
+                              cfg.max_noise)
+    return torch.cat([clean, degraded]), torch.cat([y, y])
 
 
 def train_step(forward_train, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -109,20 +174,29 @@ def train_step(forward_train, model: nn.Module, optimizer: torch.optim.Optimizer
     """One optimiser step on a freshly augmented batch; returns {'loss': tensor}."""
     idx = torch.randint(0, data.images.shape[0], (cfg.batch_size,), device=device,
                         generator=generator)
-    jitter = (cfg.jitter,) * 3
-    x, y = seg_augment(data.images[idx], data.labels[idx], (cfg.crop_h, cfg.crop_w),
-                       (cfg.scale_min, cfg.scale_max), cfg.flip, jitter, data.ignore_index,
-                       generator)
+    if data.degraded is not None:
+        x, y = _views_batch(data, idx, cfg)
+    else:
+        x, y = seg_augment(data.images[idx], data.labels[idx], (cfg.crop_h, cfg.crop_w),
+                           (cfg.scale_min, cfg.scale_max), cfg.flip, (cfg.jitter,) * 3,
+                           data.ignore_index, generator)
     if not cfg.channels_last:
         x = x.contiguous()
     with common.autocast(device, cfg.bf16):
         logits, aux = forward_train(x)
     loss = cascade_ce_loss(logits, aux, y, cfg.aux_weights, data.ignore_index,
                            data.class_weights)
+    out = {'ce': loss.detach()}
+    if data.degraded is not None and cfg.consistency_weight > 0:
+        clean_logits, degraded_logits = logits.chunk(2)
+        consistency = seg_kl_loss(degraded_logits, clean_logits)  # clean side detached
+        loss = loss + cfg.consistency_weight * consistency
+        out['kl'] = consistency.detach()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return {'loss': loss}
+    out['loss'] = loss.detach()
+    return out
 
 
 @torch.no_grad()
@@ -150,15 +224,40 @@ def evaluate(model: nn.Module, split: SegSplit, device: torch.device, batch: int
                               for n, v in zip(split.class_names, ious)}}
 
 
+def agreement_miou(model: nn.Module, clean: np.ndarray, degraded: np.ndarray,
+                   num_classes: int, device: torch.device, batch: int = 16,
+                   bf16: bool = True) -> float:
+    """mIoU of the prediction on `degraded` frames scored against that on the `clean` ones."""
+    conf = RunningConfusion(num_classes, None)
+    conf.update(predict(model, degraded, device, batch, bf16),
+                predict(model, clean, device, batch, bf16))
+    return conf.mean_iou()
+
+
+def evaluate_all(model: nn.Module, data: SegData, cfg: SegTrainConfig,
+                 device: torch.device) -> Dict[str, object]:
+    """Val metrics, plus `holdout_*` on the held-out drives and `agree_jpeg50` on val."""
+    metrics = evaluate(model, data.val, device, cfg.eval_batch, cfg.bf16)
+    if data.holdout is not None and len(data.holdout):
+        held = evaluate(model, data.holdout, device, cfg.eval_batch, cfg.bf16)
+        metrics.update({'holdout_' + k: v for k, v in held.items()})
+    if data.val_jpeg50 is not None:
+        metrics['agree_jpeg50'] = agreement_miou(model, data.val.images, data.val_jpeg50,
+                                                 len(data.class_names), device,
+                                                 cfg.eval_batch, cfg.bf16)
+    return metrics
+
+
 def save_checkpoint(out_dir: str, model: ICNet, optimizer: torch.optim.Optimizer,
                     state: common.LoopState, metrics: Dict[str, object],
                     cfg: SegTrainConfig) -> None:
-    """last.pt + train_state.pt every time; best.pt when val mIoU improved."""
+    """last.pt + train_state.pt every time; best.pt when held-out (else val) mIoU improved."""
     os.makedirs(out_dir, exist_ok=True)
     train_cfg = config_dict(cfg)
     save_net(os.path.join(out_dir, common.LAST_FILE), model, 'icnet', None, state.step,
              metrics, train_cfg, cfg.half_weights)
-    miou = float(metrics.get('miou', float('nan')))
+    key = 'holdout_miou' if 'holdout_miou' in metrics else 'miou'
+    miou = float(metrics.get(key, float('nan')))
     if miou == miou and miou > state.best:
         state.best = miou
         save_net(os.path.join(out_dir, common.BEST_FILE), model, 'icnet', None, state.step,
@@ -191,13 +290,24 @@ def run(cfg: SegTrainConfig, out_dir: str, device: torch.device, resume: bool) -
     print(f'train-seg: ICNet width {cfg.width}, '
           f'{common.parameter_count(model) / 1e6:.2f} M parameters, device {device}', flush=True)
     forward_train = common.maybe_compile(model.forward_train, cfg.compile, device)
+    ema = common.WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    scored = ema.model if ema is not None else model  # what is evaluated and saved
+
+    def step_fn(step: int) -> Dict[str, torch.Tensor]:
+        out = train_step(forward_train, model, optimizer, data, cfg, device)
+        if ema is not None:
+            ema.update()
+        return out
+
     spec = common.LoopSpec(cfg.steps, cfg.time_budget_s, cfg.log_every, cfg.eval_every, cfg.lr,
                            cfg.schedule, cfg.warmup_frac)
     metrics = common.run_loop(
-        spec, state, optimizer,
-        lambda step: train_step(forward_train, model, optimizer, data, cfg, device),
-        lambda: evaluate(model, data.val, device, cfg.eval_batch, cfg.bf16),
-        lambda st, m: save_checkpoint(out_dir, model, optimizer, st, m, cfg), 'train-seg')
+        spec, state, optimizer, step_fn,
+        lambda: evaluate_all(scored, data, cfg, device),
+        lambda st, m: save_checkpoint(out_dir, scored, optimizer, st, m, cfg), 'train-seg')
+    held = metrics.get('holdout_miou')
     print(f'train-seg: done at step {state.step} in {state.elapsed_s:.0f}s; last val mIoU '
-          f'{metrics.get("miou", float("nan")):.4f}, best {state.best:.4f}', flush=True)
+          f'{metrics.get("miou", float("nan")):.4f}'
+          + (f', held-out mIoU {held:.4f}' if held is not None else '')
+          + f', best {state.best:.4f}', flush=True)
     return 0
