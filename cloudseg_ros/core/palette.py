@@ -1,4 +1,4 @@
-"""Class names and colours (CamVid 11 + void) and mask visualisation."""
+"""Class names and colours (CamVid 11 + void, or generated for any class count) and overlays."""
 from pathlib import Path
 from typing import List, Tuple, Union
 
@@ -54,6 +54,18 @@ def load_classes(path: Union[str, Path]) -> Tuple[List[str], np.ndarray]:
     if not names:
         raise ValueError(f'{path}: no classes found')
     return names, np.array(colours, dtype=np.uint8)
+
+
+def distinct_palette(num_classes: int) -> np.ndarray:
+    """Return `num_classes` well-separated RGB colours, uint8 (N, 3), for models without colours.
+
+    Hues step by the golden ratio so neighbouring ids differ strongly; brightness alternates.
+    Never black, which the CamVid palette uses for void.
+    """
+    ids = np.arange(int(num_classes))
+    hue = (ids * 0.6180339887498949) % 1.0 * 180.0  # OpenCV's 8-bit hue range is 0..179
+    hsv = np.stack([hue, np.full(len(ids), 200.0), 255.0 - 80.0 * (ids % 2)], axis=1)
+    return cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0]
 
 
 def colorize(mask: np.ndarray, palette: np.ndarray = CAMVID_PALETTE) -> np.ndarray:

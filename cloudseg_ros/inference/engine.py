@@ -3,6 +3,8 @@
 CloudSeg's server side without any ROS: load the networks once, group the frames of a call by
 (shape, scale), super-resolve each group in one batch, segment it with pyramid reuse (the
 received LR frame feeds the matching ICNet branch) and return uint8 masks at the original size.
+The segmentation model is our ICNet or a user's TorchScript / torch.export network
+(`seg_models`); only ICNet takes the pyramid, the others segment the SR frame alone.
 """
 import contextlib
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from cloudseg_ros.inference.seg_models import load_seg_model, SegModel, SegModelError
 from cloudseg_ros.nets.carn import densify_group_convs
 from cloudseg_ros.nets.checkpoint import load_checkpoint
 from cloudseg_ros.nets.icnet import fuse_batchnorm, PYRAMID_FACTORS
@@ -36,7 +39,7 @@ class EngineError(ValueError):
 class EngineConfig:
     """What the engine loads and how it runs."""
 
-    seg_checkpoint: str  # ICNet checkpoint (models/seg_icnet.pt)
+    seg_checkpoint: str  # ICNet checkpoint (models/seg_icnet.pt), or TorchScript / .pt2 + YAML
     sr_checkpoints: Dict[int, str] = field(default_factory=dict)  # scale -> CARN checkpoint
     sr_mode: str = 'model'  # 'model': CARN per scale; 'bilinear': plain resize (baseline)
     device: str = 'auto'  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
@@ -142,8 +145,11 @@ class SegEngine:
         if self.device.type == 'cuda':
             # Few distinct shapes per deployment: autotuned conv algorithms pay off quickly.
             torch.backends.cudnn.benchmark = True
-        self.seg_model = self._load(config.seg_checkpoint, 'icnet')
-        self.num_classes = int(self.seg_model.config.num_classes)
+        self.seg_model = self._load_seg(config.seg_checkpoint)
+        self.num_classes = self.seg_model.num_classes
+        self.class_names: List[str] = self.seg_model.class_names
+        self.colors: np.ndarray = self.seg_model.colors  # uint8 (num_classes, 3) RGB
+        self.ignore_index = self.seg_model.ignore_index  # the labels' void id
         self.sr_models: Dict[int, nn.Module] = {}
         if config.sr_mode == 'model':
             for scale, path in sorted(config.sr_checkpoints.items()):
@@ -187,6 +193,22 @@ class SegEngine:
             hr = hr.float().mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
             return hr[0].permute(1, 2, 0).contiguous().cpu().numpy()  # -> (sh, sw, 3)
 
+    def _load_seg(self, path: str) -> SegModel:
+        """Load the segmentation model; SegModelError (a CheckpointError) passes through.
+
+        Our ICNet is fused, densified, made channels-last and compiled like the SR networks; a
+        foreign network runs as it was saved (torch.export programs can still be compiled).
+        """
+        seg = load_seg_model(path, self.device)
+        if seg.kind == 'icnet':
+            seg.module = self._optimise(fuse_batchnorm(seg.module))  # one kernel less per conv
+        elif seg.kind == 'export' and self.config.compile:
+            seg.module = torch.compile(seg.module, dynamic=False)
+        elif self.config.compile:
+            _LOG.info('%s: TorchScript modules are not recompiled (compile applies to ICNet '
+                      'and torch.export programs)', path)
+        return seg
+
     def _load(self, path: str, model_type: str, scale: Optional[int] = None) -> nn.Module:
         """Load a checkpoint onto the device; CheckpointError (missing/corrupt) passes through."""
         model, ckpt = load_checkpoint(path)
@@ -196,9 +218,10 @@ class SegEngine:
         if scale is not None and model.config.scale != scale:
             raise EngineError(f'{path} is an x{model.config.scale} SR model but is configured '
                               f'for x{scale}')
-        model = model.to(self.device)
-        if model_type == 'icnet':
-            model = fuse_batchnorm(model)  # one kernel less per conv, same outputs
+        return self._optimise(model.to(self.device))
+
+    def _optimise(self, model: nn.Module) -> nn.Module:
+        """Device-specific rewrites of one of our networks (same outputs), then compile."""
         if self.device.type == 'cuda':
             model = densify_group_convs(model)  # CARN-M: dense beats grouped on tensor cores
         if self._channels_last:
@@ -259,11 +282,15 @@ class SegEngine:
         return hr
 
     def _seg(self, hr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
-        """(B, 3, H, W) -> class ids uint8 (B, H, W); the LR frame is reused as pyramid level."""
+        """(B, 3, H, W) -> class ids uint8 (B, H, W); ICNet reuses the LR frame as a level."""
         pyramid = None
-        if self.config.pyramid_reuse and scale in PYRAMID_FACTORS:
+        if self.seg_model.supports_pyramid and self.config.pyramid_reuse \
+                and scale in PYRAMID_FACTORS:
             pyramid = {scale: lr}
-        logits = self.seg_model(hr, pyramid)  # (B, 3, H, W) -> (B, K, H, W)
+        try:
+            logits = self.seg_model(hr, pyramid)  # (B, 3, H, W) -> (B, K, H, W)
+        except SegModelError as exc:  # a foreign network misbehaved on this input
+            raise EngineError(str(exc)) from exc
         return logits.argmax(dim=1).to(torch.uint8)
 
     def _run_group(self, images: List[np.ndarray], scale: int,

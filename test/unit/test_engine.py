@@ -105,7 +105,7 @@ def test_segment_hr_matches_scale_one(checkpoints):
 def test_bad_configuration_is_reported(checkpoints, tmp_path):
     with pytest.raises(CheckpointError, match='missing.pt'):
         make_engine(checkpoints, seg_checkpoint=str(tmp_path / 'missing.pt'))
-    with pytest.raises(EngineError, match="expected 'icnet'"):
+    with pytest.raises(CheckpointError, match="expected 'icnet'"):  # SegModelError
         make_engine(checkpoints, seg_checkpoint=checkpoints[1][2])
     with pytest.raises(EngineError, match='x2 SR model'):
         make_engine(checkpoints, sr_checkpoints={4: checkpoints[1][2]})
