@@ -40,6 +40,10 @@ PARAMS = (
               read_only=True),
     ParamSpec('models_dir', '', "Folder of the weights ('' = the package's models/).",
               read_only=True),
+    ParamSpec('seg_model', '',
+              'Segmentation model file: our ICNet checkpoint, or a TorchScript / torch.export '
+              "(.pt2) network with its YAML beside it ('' = models_dir/seg_icnet.pt).",
+              read_only=True),
     ParamSpec('sr_variant', 'aware', 'Super-resolution weights.',
               choices=model_files.SR_VARIANTS, read_only=True),
     ParamSpec('device', 'auto', "Torch device: 'auto' (CUDA if present), 'cpu', 'cuda:N'.",
@@ -144,7 +148,7 @@ class CloudNode(Node):
         models_dir = values['models_dir'] or model_files.default_models_dir()
         try:
             config = EngineConfig(
-                seg_checkpoint=model_files.seg_checkpoint(models_dir),
+                seg_checkpoint=values['seg_model'] or model_files.seg_checkpoint(models_dir),
                 sr_checkpoints=model_files.sr_checkpoints(models_dir, values['sr_variant']),
                 sr_mode='bilinear' if values['sr_variant'] == 'bilinear' else 'model',
                 device=values['device'], precision=values['precision'],
@@ -222,7 +226,8 @@ class CloudNode(Node):
         stream.mask_pub.publish(mask_to_image_msg(mask, out_header))
         if self.settings.publish_color:
             background = upsample_bilinear(frame.rgb, (mask.shape[1], mask.shape[0]))
-            color = overlay(background, mask, alpha=self.settings.overlay_alpha)
+            color = overlay(background, mask, self.engine.colors, self.settings.overlay_alpha,
+                            self.engine.ignore_index)
             stream.color_pub.publish(rgb_to_image_msg(color, out_header))
         if self.settings.publish_compressed:
             stream.png_pub.publish(compressed_msg(out_header, PNG_MONO8_FORMAT,
