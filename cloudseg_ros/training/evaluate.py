@@ -5,7 +5,9 @@ For every frame, LR = `core.imageops.downsample(HR, scale)` (the uplink's operat
 'sr_aware') the SR frame segmented with pyramid reuse (the LR frame feeds ICNet's branch of that
 scale, as the cloud does) and without it ('<name>_nopyr'). Each method gets dataset-level mIoU
 and per-class IoU against the labels, agreement mIoU against the HR prediction, and mean
-PSNR/SSIM against HR (all from `core.metrics`).
+PSNR/SSIM against HR (all from `core.metrics`). `--seg-model` evaluates another segmentation
+network (TorchScript / torch.export + YAML, see `inference.seg_models`); only ICNet takes the
+pyramid, so other models get no '<name>_nopyr' rows.
 
     cloudseg eval --data ../shared/data/camvid11 --split val --scale 4 --json out/eval_x4.json \
         --md out/eval_x4.md --plot out/eval_x4.png
@@ -15,7 +17,7 @@ import json
 import math
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ import torch
 from cloudseg_ros.core import imageops
 from cloudseg_ros.core.metrics import RunningConfusion, psnr, ssim
 from cloudseg_ros.inference.model_files import default_models_dir, seg_checkpoint, sr_file
+from cloudseg_ros.inference.seg_models import load_seg_model, SegModel
 from cloudseg_ros.nets.checkpoint import CheckpointError, load_checkpoint
 from cloudseg_ros.nets.icnet import PYRAMID_FACTORS
 
@@ -108,9 +111,13 @@ def _predict(seg_fn: SegFn, images: np.ndarray, pyramid_lr: Optional[np.ndarray]
 
 
 def evaluate_split(split: SegSplit, scale: int, seg_fn: SegFn, sr_fns: Dict[str, SrFn],
-                   device: torch.device, batch: int = 4,
-                   progress: Optional[Progress] = None) -> Dict[str, object]:
-    """Run every method over the split; returns the JSON document's dict."""
+                   device: torch.device, batch: int = 4, progress: Optional[Progress] = None,
+                   pyramid_reuse: bool = True) -> Dict[str, object]:
+    """Run every method over the split; returns the JSON document's dict.
+
+    `pyramid_reuse` False (a network without ICNet's pyramid): SR methods without the
+    '<name>_nopyr' twins, which would be identical.
+    """
     stats: Dict[str, MethodStats] = {}
     for start in range(0, len(split), batch):
         hr = split.images[start:start + batch]
@@ -118,7 +125,7 @@ def evaluate_split(split: SegSplit, scale: int, seg_fn: SegFn, sr_fns: Dict[str,
         lr = np.stack([imageops.downsample(im, scale) for im in hr])
         images = method_images(hr, lr, scale, sr_fns, device)
         preds = {name: _predict(seg_fn, im, None, scale, device) for name, im in images.items()}
-        for name in sr_fns:  # as deployed: SR frame plus the received LR frame (pyramid)
+        for name in sr_fns if pyramid_reuse else ():  # as deployed: SR frame + LR pyramid
             preds[f'{name}_nopyr'] = preds[name]
             preds[name] = _predict(seg_fn, images[name], lr, scale, device)
             images[f'{name}_nopyr'] = images[name]
@@ -149,9 +156,13 @@ def _accumulate(st: MethodStats, pred: np.ndarray, hr_pred: np.ndarray, labels: 
         st.ssim.append(ssim(images[i], hr[i]))
 
 
-def load_models(models_dir: str, scale: int, device: torch.device):
-    """(seg net, {'sr_base': net, 'sr_aware': net}) from `models_dir`; missing SR -> warning."""
-    seg, _ = load_checkpoint(seg_checkpoint(models_dir), device)
+def load_models(models_dir: str, scale: int, device: torch.device,
+                seg_model: Optional[str] = None) -> Tuple[SegModel, Dict[str, torch.nn.Module]]:
+    """(seg model, {'sr_base': net, 'sr_aware': net}) from `models_dir`; missing SR -> warning.
+
+    `seg_model`: another segmentation model file (default: the folder's seg_icnet.pt).
+    """
+    seg = load_seg_model(seg_model or seg_checkpoint(models_dir), device)
     sr_nets = {}
     for name, variant in (('sr_base', 'base'), ('sr_aware', 'aware')):
         path = os.path.join(models_dir, sr_file(scale, variant))
@@ -222,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--scale', type=int, required=True, choices=(2, 3, 4))
     parser.add_argument('--json', required=True, help='write the results here')
     parser.add_argument('--models', default=None, help='weights folder (default: models/)')
+    parser.add_argument('--seg-model', default=None, metavar='PATH',
+                        help='segmentation model: our ICNet checkpoint, or TorchScript / '
+                             '.pt2 with its YAML beside it (default: <models>/seg_icnet.pt)')
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', ...")
     parser.add_argument('--md', default=None, help='also write a markdown table here')
     parser.add_argument('--plot', default=None, help='also write a bar plot PNG here')
@@ -236,10 +250,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = resolve_device(args.device)
     models_dir = args.models or default_models_dir()
     try:
-        seg, sr_nets = load_models(models_dir, args.scale, device)
+        seg, sr_nets = load_models(models_dir, args.scale, device, args.seg_model)
         split = load_seg_split(args.data, args.split, 'camvid', args.max_frames or None)
     except (CheckpointError, OSError) as exc:
         print(f'eval: {exc}', file=sys.stderr)
+        return 2
+    if seg.num_classes != split.num_classes:
+        print(f'eval: {seg.path} predicts {seg.num_classes} classes but {args.data} has '
+              f'{split.num_classes}', file=sys.stderr)
         return 2
     sr_fns = {name: (lambda x, net=net: net(x)) for name, net in sr_nets.items()}
     print(f'eval: {len(split)} frames of {args.split}, x{args.scale}, methods hr, '
@@ -248,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     progress = Progress(len(split), f'eval x{args.scale}', every=max(1, args.batch * 5),
                         unit='frame')
     result = evaluate_split(split, args.scale, lambda x, p: seg(x, p), sr_fns, device,
-                            args.batch, progress)
+                            args.batch, progress, pyramid_reuse=seg.supports_pyramid)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, 'w', encoding='utf-8') as f:
         json.dump(result, f, indent=2, allow_nan=False)

@@ -133,3 +133,41 @@ def test_cli_missing_seg_weights_is_a_clear_error(tmp_path, capsys):
     rc = evaluate.main(['--data', str(tmp_path / 'data'), '--split', 'val', '--scale', '4',
                         '--json', str(tmp_path / 'r.json'), '--models', str(tmp_path)])
     assert rc == 2 and 'seg_icnet.pt' in capsys.readouterr().err
+
+
+def test_no_pyramid_pass_for_models_without_one():
+    seen = []
+
+    def recording_seg(x, pyramid=None):
+        seen.append(pyramid)
+        return constant_seg(x)
+    result = evaluate.evaluate_split(_split(1), 4, recording_seg, {'sr_aware': bilinear_sr(4)},
+                                     torch.device('cpu'), pyramid_reuse=False)
+    assert list(result['methods']) == ['hr', 'bilinear', 'bicubic', 'sr_aware']
+    assert seen == [None] * 4
+
+
+def test_cli_with_an_external_seg_model(tmp_path, capsys):
+    data = str(tmp_path / 'data')
+    _write_camvid(data)
+    torch.manual_seed(0)
+    net = torch.jit.trace(torch.nn.Conv2d(3, 11, 3, padding=1).eval(), torch.rand(1, 3, 8, 8))
+    torch.jit.save(net, str(tmp_path / 'mine.pt'))
+    (tmp_path / 'mine.yaml').write_text(f'class_names: {CLASSES}\n')
+    args = ['--data', data, '--split', 'val', '--scale', '2', '--json', str(tmp_path / 'r.json'),
+            '--models', str(tmp_path / 'no_models'), '--device', 'cpu',
+            '--seg-model', str(tmp_path / 'mine.pt')]
+    assert evaluate.main(args) == 0
+    result = json.loads((tmp_path / 'r.json').read_text())
+    assert list(result['methods']) == ['hr', 'bilinear', 'bicubic']  # no SR weights there
+    assert result['methods']['hr']['agreement_miou'] == pytest.approx(1.0)
+
+    (tmp_path / 'mine.yaml').write_text(f'class_names: {CLASSES[:5]}\n')
+    capsys.readouterr()
+    assert evaluate.main(args) == 2
+    assert 'mine.pt: the model outputs 11 channels but' in capsys.readouterr().err
+
+    net = torch.jit.trace(torch.nn.Conv2d(3, 5, 1).eval(), torch.rand(1, 3, 8, 8))
+    torch.jit.save(net, str(tmp_path / 'mine.pt'))  # consistent with its YAML, not with CamVid
+    assert evaluate.main(args) == 2
+    assert 'mine.pt predicts 5 classes but' in capsys.readouterr().err
