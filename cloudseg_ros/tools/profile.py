@@ -8,8 +8,12 @@ controller chooses from, and meta naming the clip and the weights. `--plot` draw
 accuracy: every configuration in grey, the front highlighted.
 
     cloudseg profile --input ../shared/data/camvid11/val --out config/profile.yaml \\
-        --plot docs/profile.png --scales 1 2 4 --qualities 30 50 75 90 --rates 15 7.5 \\
-        --thresholds 0 0.1
+        --plot docs/profile.png --scales 1 2 3 4 --codecs jpeg h264 --qualities 30 50 70 90 \\
+        --crfs 18 23 28 33 38 --rates 15 7.5 --thresholds 0 0.1
+
+A scale without SR weights for the chosen variant is left out with a note. H.264 points are
+streamed like on the robot (one IDR, then P-frames from the frames sent), so their rate and
+selector variants decode to new pixels and cost inference of their own, unlike JPEG's.
 """
 import argparse
 import math
@@ -18,11 +22,12 @@ from typing import List, Optional, Sequence
 
 from cloudseg_ros.core.profile import (DEFAULT_KEY_THRESHOLD, ProfileEntry, config_grid,
                                        pareto_front, save_profile)
-from cloudseg_ros.tools.stream_eval import (CloudVariant, StreamEvaluator, StreamResult,
-                                            add_common_args, clip_meta, evaluator_from_args,
-                                            models_meta)
+from cloudseg_ros.tools.stream_eval import (CloudVariant, StreamResult, add_codec_args,
+                                            add_common_args, clip_meta, codec_settings,
+                                            evaluator_from_args, models_meta, usable_scales)
 
 MAX_PLOT_LABELS = 8  # front points named on the plot
+CODEC_MARKERS = {'jpeg': 'o', 'h264': '^'}
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -31,12 +36,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     add_common_args(parser)
     parser.add_argument('--out', default='config/profile.yaml', help='profile YAML to write')
     parser.add_argument('--plot', default=None, help='also draw kbps vs accuracy to this PNG')
-    parser.add_argument('--scales', type=int, nargs='+', default=[1, 2, 4])
-    parser.add_argument('--codecs', nargs='+', default=['jpeg'], choices=['jpeg', 'h264'])
-    parser.add_argument('--qualities', type=int, nargs='+', default=[30, 50, 75, 90],
-                        help='JPEG qualities 1..100')
-    parser.add_argument('--crfs', type=int, nargs='+', default=[23, 28, 33, 38],
-                        help='H.264 CRFs 0..51 (with --codecs h264)')
+    parser.add_argument('--scales', type=int, nargs='+', default=[1, 2, 3, 4],
+                        choices=[1, 2, 3, 4],
+                        help='downsampling factors (those without SR weights are left out)')
+    add_codec_args(parser, qualities=[30, 50, 70, 90], crfs=[18, 23, 28, 33, 38])
     parser.add_argument('--rates', type=float, nargs='+', default=[15.0, 7.5],
                         help='frame-rate caps in Hz')
     # 0.1 skips about half of CamVid's 15 fps frames; 0.05 would skip none (see bench-stream).
@@ -46,17 +49,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument('--sr-variant', default='aware', choices=['aware', 'base', 'bilinear'])
     parser.add_argument('--no-pyramid-reuse', action='store_true',
                         help='segment without feeding the LR frame to ICNet')
-    return parser.parse_args(argv)
-
-
-def usable_scales(evaluator: StreamEvaluator, variant: CloudVariant,
-                  scales: Sequence[int]) -> List[int]:
-    """The requested scales the variant's weights can serve; says which are dropped."""
-    supported = set(evaluator.supported_scales(variant))
-    dropped = [s for s in scales if s not in supported]
-    if dropped:
-        print(f'note: no {variant.sr} SR weights for scale(s) {dropped}: left out', flush=True)
-    return [s for s in scales if s in supported]
+    args = parser.parse_args(argv)
+    try:
+        args.codec_settings = codec_settings(args.codecs, args.qualities, args.crfs)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
 
 
 def print_front(front: Sequence[ProfileEntry], results: Sequence[StreamResult]) -> None:
@@ -74,13 +72,16 @@ def print_front(front: Sequence[ProfileEntry], results: Sequence[StreamResult]) 
 
 def plot_profile(entries: Sequence[ProfileEntry], front: Sequence[ProfileEntry], path: str,
                  title: str) -> None:
-    """kbps (log) vs agreement-mIoU: every configuration grey, the front highlighted."""
+    """kbps (log) vs agreement-mIoU: every configuration grey (marker by codec), the front red."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5))
-    ax.scatter([e.kbps for e in entries], [e.accuracy for e in entries], s=18, color='0.7',
-               label='configuration')
+    for codec, marker in CODEC_MARKERS.items():
+        chosen = [e for e in entries if e.config.codec == codec]
+        if chosen:
+            ax.scatter([e.kbps for e in chosen], [e.accuracy for e in chosen], s=18,
+                       color='0.7', marker=marker, label=f'configuration ({codec})')
     ax.plot([e.kbps for e in front], [e.accuracy for e in front], '-o', color='tab:red',
             markersize=5, label='Pareto front')
     # Name a handful of front points, spread along it: all of them would overprint.
@@ -105,10 +106,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     evaluator = evaluator_from_args(args)
     variant = CloudVariant(args.sr_variant, not args.no_pyramid_reuse)
     scales = usable_scales(evaluator, variant, args.scales)
-    qualities = {'jpeg': args.qualities, 'h264': args.crfs}
-    configs = config_grid(scales, args.codecs, qualities, args.rates, args.thresholds,
-                          key_threshold=args.key_threshold)
-    print(f'{len(configs)} configurations, cloud {variant.name}', flush=True)
+    configs = config_grid(scales, list(args.codec_settings), args.codec_settings, args.rates,
+                          args.thresholds, key_threshold=args.key_threshold)
+    print(f'{len(configs)} configurations (scales {scales}, {" + ".join(args.codec_settings)}), '
+          f'cloud {variant.name}', flush=True)
     results = evaluator.run_many([(config, variant) for config in configs])
     entries = [result.profile_entry() for result in results]
     front = pareto_front(entries)

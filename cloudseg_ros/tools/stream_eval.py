@@ -4,7 +4,10 @@ Shared by `cloudseg profile` and `cloudseg bench-stream`. For each configuration
 through the robot's real `EdgePipeline` (selector, downsample, encoder; frame i is taken at
 t = i / fps), the cloud's real `StreamReceiver` (decoding), then the segmentation engine. A frame
 the selector skips shows the last mask the robot received (the video-analytics convention), so
-accuracy is measured on every frame, and skipping costs accuracy where the scene moved.
+accuracy is measured on every frame, and skipping costs accuracy where the scene moved. Each
+configuration gets a fresh encoder and decoder fed in frame order, so an H.264 stream is one
+IDR followed by P-frames predicted from the frames actually sent; a frame the selector skips is
+never encoded, as on the robot.
 
 Scores: agreement-mIoU against full-resolution inference on the original frames (computed once
 per clip and cached), and mIoU against labels when the clip has them (void ignored). Both are
@@ -30,6 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from cloudseg_ros.core.codecs import CODECS, check_crf, check_jpeg_quality
 from cloudseg_ros.core.edge_pipeline import EdgeConfig, EdgePipeline
 from cloudseg_ros.core.metrics import IGNORE_INDEX, RunningConfusion
 from cloudseg_ros.core.profile import ProfileEntry, StreamConfig
@@ -180,6 +184,7 @@ class StreamResult:
     bytes_total: int
     engine_frames: int  # masks computed for this run (the rest came from the cache)
     rejected: int = 0  # frames the receiver refused (shown as the previous mask)
+    keyframes: int = 0  # frames sent that decode on their own (every JPEG; H.264 IDRs)
     # Per frame: index of the frame whose mask it shows (-1: nothing received yet).
     mask_source: List[int] = field(default_factory=list)
 
@@ -215,8 +220,10 @@ class ModelEngineFactory:
     disk cache are keyed by them.
     """
 
-    def __init__(self, models_dir: str, device: str = 'auto', precision: str = 'auto') -> None:
+    def __init__(self, models_dir: str, device: str = 'auto', precision: str = 'auto',
+                 seg_model: Optional[str] = None) -> None:
         self.models_dir = models_dir
+        self.seg_model = seg_model  # None: models_dir/seg_icnet.pt
         self.device = device
         self.precision = precision
         self.loaded: Dict[CloudVariant, Dict[int, str]] = {}  # scale -> file id (0: seg)
@@ -226,9 +233,13 @@ class ModelEngineFactory:
         """A new engine for `variant` (missing SR scales are left out)."""
         from cloudseg_ros.inference.engine import EngineConfig, SegEngine
         from cloudseg_ros.inference.model_files import seg_checkpoint, sr_checkpoints
-        seg = seg_checkpoint(self.models_dir)
+        from cloudseg_ros.inference.seg_models import sidecar_yaml
+        seg = self.seg_model or seg_checkpoint(self.models_dir)
         srs = sr_checkpoints(self.models_dir, variant.sr)
-        self.loaded[variant] = {0: _file_id(seg), **{s: _file_id(p) for s, p in srs.items()}}
+        seg_id = _file_id(seg)
+        if os.path.isfile(sidecar_yaml(seg)):  # its YAML (normalisation, ...) shapes masks too
+            seg_id += ' + ' + _file_id(sidecar_yaml(seg))
+        self.loaded[variant] = {0: seg_id, **{s: _file_id(p) for s, p in srs.items()}}
         config = EngineConfig(
             seg_checkpoint=seg, sr_checkpoints=srs,
             sr_mode='bilinear' if variant.sr == 'bilinear' else 'model', device=self.device,
@@ -387,7 +398,7 @@ class StreamEvaluator:
     def run(self, config: StreamConfig, variant: CloudVariant) -> StreamResult:
         """Stream the clip through one configuration and score every frame."""
         reference = self.reference_masks()
-        received, bytes_total, rejected = self._transmit(config)
+        received, bytes_total, rejected, keyframes = self._transmit(config)
         engine_before = self.engine_frames
         masks = self._infer(variant, received)
         shown, source = self._hold_last(received, masks, len(reference), reference[0].shape)
@@ -400,7 +411,7 @@ class StreamEvaluator:
             labeled_miou=self._labeled(shown), frames=len(self.clip.frames),
             frames_sent=len(received) + rejected, bytes_total=bytes_total,
             engine_frames=self.engine_frames - engine_before, rejected=rejected,
-            mask_source=source)
+            keyframes=keyframes, mask_source=source)
 
     def run_many(self, jobs: Sequence[Tuple[StreamConfig, CloudVariant]],
                  label: str = 'configs') -> List[StreamResult]:
@@ -436,18 +447,24 @@ class StreamEvaluator:
             confusion.update(mask, label)
         return confusion.mean_iou()
 
-    def _transmit(self, config: StreamConfig) -> Tuple[List[_Received], int, int]:
-        """Robot -> cloud for every frame: (received frames, payload bytes, rejected count)."""
+    def _transmit(self, config: StreamConfig) -> Tuple[List[_Received], int, int, int]:
+        """Robot -> cloud for every frame: (received frames, payload bytes, rejected, keys).
+
+        One encoder and one decoder per configuration, fed in frame order: H.264 P-frames are
+        predicted from, and decoded against, the frames sent before them. A skipped frame never
+        reaches the encoder.
+        """
         pipeline = EdgePipeline(edge_config(config))
         receiver = StreamReceiver()
         received: List[_Received] = []
-        bytes_total = rejected = 0
+        bytes_total = rejected = keyframes = 0
         for index, rgb in enumerate(self.clip.frames):
             t_s = index / self.clip.fps
             frame = pipeline.process(rgb, t_s)
             if frame is None:
                 continue
             bytes_total += len(frame.data)
+            keyframes += frame.keyframe
             meta = FrameMeta(seq=len(received) + rejected, kind=int(frame.kind),
                              codec=frame.codec, width=frame.width, height=frame.height,
                              orig_width=frame.orig_width, orig_height=frame.orig_height,
@@ -459,7 +476,7 @@ class StreamEvaluator:
                 continue
             received.append(_Received(index, decoded.rgb, frame.scale,
                                       (frame.orig_width, frame.orig_height)))
-        return received, bytes_total, rejected
+        return received, bytes_total, rejected, keyframes
 
     def _infer(self, variant: CloudVariant, received: Sequence[_Received]) -> List[np.ndarray]:
         """Masks of the received frames: from the caches, else from the engine in batches."""
@@ -561,12 +578,56 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:N'")
     parser.add_argument('--models', default=None,
                         help='weights folder (default: the checkout\'s or installed models/)')
+    parser.add_argument('--seg-model', default=None, metavar='PATH',
+                        help='segmentation model: our ICNet checkpoint, or TorchScript / .pt2 '
+                             'with its YAML beside it (default: <models>/seg_icnet.pt)')
     parser.add_argument('--cache', default=None, metavar='DIR',
                         help='keep masks here across runs (keyed by the weights\' hashes), '
                              'e.g. out/mask_cache')
     parser.add_argument('--batch', type=int, default=0,
                         help='engine batch size (0: 8 on CUDA, 1 on the CPU, where batching '
                              'is slower per frame)')
+
+
+def add_codec_args(parser: argparse.ArgumentParser, qualities: Sequence[int],
+                   crfs: Sequence[int], codecs: Sequence[str] = CODECS) -> None:
+    """--codecs, --qualities (JPEG) and --crfs (H.264), with the tool's own defaults."""
+    parser.add_argument('--codecs', nargs='+', default=list(codecs), choices=list(CODECS),
+                        help=f'codecs to measure (default: {" ".join(codecs)})')
+    parser.add_argument('--qualities', type=int, nargs='+', default=list(qualities),
+                        help='JPEG qualities 1..100 (with --codecs jpeg)')
+    parser.add_argument('--crfs', type=int, nargs='+', default=list(crfs),
+                        help='H.264 CRFs 0..51, lower = more bits (with --codecs h264)')
+
+
+def codec_settings(codecs: Sequence[str], jpeg_qualities: Sequence[int],
+                   h264_crfs: Sequence[int]) -> Dict[str, List[int]]:
+    """{codec: quality values} of the chosen codecs (JPEG quality, H.264 CRF), validated.
+
+    Raises ValueError naming the first value out of range.
+    """
+    values = {'jpeg': list(jpeg_qualities), 'h264': list(h264_crfs)}
+    checks = {'jpeg': check_jpeg_quality, 'h264': check_crf}
+    settings: Dict[str, List[int]] = {}
+    for codec in dict.fromkeys(codecs):  # in the order given, without repeats
+        for value in values[codec]:
+            checks[codec](value)
+        settings[codec] = values[codec]
+    return settings
+
+
+def usable_scales(evaluator: StreamEvaluator, variant: CloudVariant,
+                  scales: Sequence[int]) -> List[int]:
+    """The requested scales the variant's engine can serve; prints a note naming the others.
+
+    A scale without SR weights (no `sr_carnm_x{S}_<variant>.pt` in the models folder) is left
+    out rather than failing the run: x3 weights, for one, do not always exist.
+    """
+    supported = set(evaluator.supported_scales(variant))
+    dropped = [s for s in scales if s not in supported]
+    if dropped:
+        print(f'note: no {variant.sr} SR weights for scale(s) {dropped}: left out', flush=True)
+    return [s for s in scales if s in supported]
 
 
 def evaluator_from_args(args: argparse.Namespace) -> StreamEvaluator:
@@ -579,7 +640,8 @@ def evaluator_from_args(args: argparse.Namespace) -> StreamEvaluator:
     print(f'clip: {args.input}: {len(clip.frames)} frames {clip.frames[0].shape[1]}x'
           f'{clip.frames[0].shape[0]} at {clip.fps:g} fps ({clip.duration_s:.1f} s, {labels}); '
           f'models: {models_dir}; device: {args.device}, batch {batch}', flush=True)
-    evaluator = StreamEvaluator(clip, ModelEngineFactory(models_dir, args.device),
+    evaluator = StreamEvaluator(clip, ModelEngineFactory(models_dir, args.device,
+                                                         seg_model=args.seg_model),
                                 batch_size=batch, cache_dir=args.cache)
     return evaluator
 

@@ -5,6 +5,7 @@ worked out by hand; the command tests run tiny random-init networks on the CPU.
 """
 from dataclasses import asdict
 import json
+import shutil
 from types import SimpleNamespace
 
 import cv2
@@ -67,8 +68,8 @@ def _evaluator(clip, engine=None):
     return StreamEvaluator(clip, lambda variant: engine, log=lambda text: None), engine
 
 
-def _config(scale=1, quality=95, rate=FPS, useful=0.0, key=0.2):
-    return StreamConfig(scale, 'jpeg', quality, rate, useful, key)
+def _config(scale=1, quality=95, rate=FPS, useful=0.0, key=0.2, codec='jpeg'):
+    return StreamConfig(scale, codec, quality, rate, useful, key)
 
 
 def test_selector_off_sends_every_frame_and_shows_its_own_mask():
@@ -107,6 +108,29 @@ def test_full_resolution_through_jpeg_q95_agrees_with_itself():
     evaluator, _ = _evaluator(_moving_clip())
     result = evaluator.run(_config(scale=1, quality=95), CloudVariant())
     assert 0.9 < result.accuracy <= 1.0
+
+
+@pytest.mark.parametrize('scale', [1, 3])
+def test_h264_stream_is_one_idr_then_p_frames_decoded_in_order(scale):
+    evaluator, _ = _evaluator(_moving_clip())
+    h264 = evaluator.run(_config(scale, 12, codec='h264', key=1.0), CloudVariant())
+    # Every frame sent and decoded; only the first is an IDR, the rest are P-frames that
+    # decode only against the frames before them (so the order must be the clip's).
+    assert h264.frames_sent == 8 and h264.rejected == 0 and h264.keyframes == 1
+    assert h264.mask_source == list(range(8))
+    jpeg = evaluator.run(_config(scale, 90, key=1.0), CloudVariant())
+    assert jpeg.keyframes == jpeg.frames_sent == 8
+    # Decoded P-frames carry the picture: at CRF 12 masks as good as JPEG q90's intra frames.
+    assert h264.accuracy == pytest.approx(jpeg.accuracy, abs=0.03)
+
+
+def test_h264_frames_the_rate_cap_skips_are_never_encoded():
+    evaluator, _ = _evaluator(_moving_clip())
+    half = evaluator.run(_config(2, 23, rate=FPS / 2, codec='h264', key=1.0), CloudVariant())
+    # Frames 1, 3, 5, 7 are not encoded: 2, 4, 6 are P-frames predicted from the frame sent
+    # two frames earlier, and still decode.
+    assert half.frames_sent == 4 and half.rejected == 0 and half.keyframes == 1
+    assert half.mask_source == [0, 0, 2, 2, 4, 4, 6, 6]
 
 
 def test_rate_and_threshold_variants_reuse_the_all_frames_masks():
@@ -185,13 +209,87 @@ def test_kbps_at_accuracy_interpolates_along_the_upper_envelope():
                                                     'cloudseg': None, 'cloudseg_selector': None}
     assert summary['labeled']['targets_met']['full/cloudseg'] is None
     assert summary['other_agreement_targets']['0.85']['ratios']['full/cloudseg'] == 10.0
+    # The paper's criterion (labeled, >= 0.97 x 0.60) and agreement >= 0.90, spelled out.
+    paper = summary['paper_criterion']
+    assert paper['metric'] == 'labeled_miou' and paper['target'] == pytest.approx(0.582)
+    assert paper['kbps'] == {'full': 1000.0, 'downsample': 300.0, 'cloudseg': None}
+    assert paper['ratios'] == {'full/cloudseg': None, 'downsample/cloudseg': None}
+    agreement = summary['agreement_criterion']
+    assert (agreement['metric'], agreement['target']) == ('miou', 0.90)
+    assert agreement['kbps'] == {'full': 1000.0, 'cloudseg': 100.0}
+    assert agreement['ratios'] == {'full/cloudseg': 10.0}
+    assert bench_stream.summarise(curves, 0.97)['paper_criterion'] is None  # no labels
+
+
+def _points(codec, pairs):
+    return [{'kbps': kbps, 'miou': miou, 'codec': codec} for kbps, miou in pairs]
+
+
+def test_a_curve_needs_the_kbps_of_its_cheaper_codec_at_each_accuracy():
+    # At 0.80 JPEG is cheaper (100 vs 150 kbps); at 0.95 H.264 is (250 vs 500).
+    full = (_points('jpeg', [(100.0, 0.80), (500.0, 0.95)])
+            + _points('h264', [(150.0, 0.80), (250.0, 0.95)]))
+    curves = {'full': full, 'downsample': [], 'cloudseg': _points('h264', [(50.0, 0.95)]),
+              'cloudseg_selector': []}
+    summary = bench_stream.summarise(curves, 0.95, other_targets=(0.80,), agreement_level=0.80)
+    assert summary['kbps_at_target']['full'] == 250.0
+    assert summary['kbps_by_codec']['full'] == {'jpeg': 500.0, 'h264': 250.0}
+    assert summary['ratios']['full/cloudseg'] == 5.0
+    low = summary['other_agreement_targets']['0.8']
+    assert low['kbps_at_target']['full'] == 100.0
+    assert low['kbps_by_codec']['full'] == {'jpeg': 100.0, 'h264': 150.0}
+    assert summary['agreement_criterion']['kbps'] == {'full': 100.0, 'cloudseg': 50.0}
+    assert summary['agreement_criterion']['ratios'] == {'full/cloudseg': 2.0}
+
+
+def test_bench_stream_streams_both_codecs_and_the_cheaper_one_is_the_baseline():
+    evaluator, _ = _evaluator(_flat_clip())
+    args = bench_stream.parse_args([
+        '--input', 'unused', '--json', 'unused', '--full-qualities', '50', '90',
+        '--full-crfs', '18', '28', '--qualities', '50', '--crfs', '28',
+        '--downsample-scales', '2', '--sr-scales', '2', '3', '--selector-thresholds', '0.05'])
+    curves, results = bench_stream.run_curves(evaluator, args)
+    for name, points in curves.items():
+        assert {p['codec'] for p in points} == {'jpeg', 'h264'}, name
+        assert all(p['kbps'] > 0 and p['codec'] == p['config']['codec'] for p in points)
+        assert all(r.rejected == 0 for r in results[name])
+    assert {p['config']['scale'] for p in curves['cloudseg']} == {2, 3}
+    # Uniform frames: every point keeps every mask right, but JPEG pays its headers and tables
+    # on every frame while an H.264 P-frame of a flat picture costs a few bytes.
+    full = curves['full']
+    assert all(p['miou'] == pytest.approx(1.0) for p in full)
+    cheapest = {codec: min(p['kbps'] for p in full if p['codec'] == codec)
+                for codec in ('jpeg', 'h264')}
+    assert cheapest['h264'] < cheapest['jpeg']
+    summary = bench_stream.summarise(curves, 0.97)
+    assert summary['kbps_at_target']['full'] == cheapest['h264']
+    assert summary['kbps_by_codec']['full'] == cheapest
+
+
+def test_codec_values_are_checked_when_parsing(capsys):
+    with pytest.raises(SystemExit):
+        bench_stream.parse_args(['--input', 'x', '--json', 'y', '--crfs', '60'])
+    assert 'crf must be 0..51' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        profile.parse_args(['--input', 'x', '--codecs', 'jpeg', '--qualities', '0'])
+    # CRFs are only checked when H.264 is measured.
+    assert profile.parse_args(['--input', 'x', '--codecs', 'jpeg', '--crfs', '99']
+                              ).codec_settings == {'jpeg': [30, 50, 70, 90]}
+
+
+def _save_tiny_sr(folder, scale):
+    """A random-init aware CARN-M for `scale` at tiny width."""
+    from cloudseg_ros.nets.carn import CARNConfig
+    from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
+    sr = CARNConfig(scale=scale, channels=8, mobile=True)
+    save_checkpoint(folder / f'sr_carnm_x{scale}_aware.pt', build_model('carn', sr), 'carn',
+                    asdict(sr))
 
 
 @pytest.fixture(scope='module')
 def tiny_models(tmp_path_factory):
     """Random-init ICNet and aware CARN-M x2/x4 at tiny widths (as in test/ros)."""
     import torch
-    from cloudseg_ros.nets.carn import CARNConfig
     from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
     from cloudseg_ros.nets.icnet import ICNetConfig
     folder = tmp_path_factory.mktemp('models')
@@ -199,9 +297,16 @@ def tiny_models(tmp_path_factory):
     seg = ICNetConfig(width=8)
     save_checkpoint(folder / 'seg_icnet.pt', build_model('icnet', seg), 'icnet', asdict(seg))
     for scale in (2, 4):
-        sr = CARNConfig(scale=scale, channels=8, mobile=True)
-        save_checkpoint(folder / f'sr_carnm_x{scale}_aware.pt', build_model('carn', sr),
-                        'carn', asdict(sr))
+        _save_tiny_sr(folder, scale)
+    return str(folder)
+
+
+@pytest.fixture(scope='module')
+def tiny_models_x3(tiny_models, tmp_path_factory):
+    """The tiny_models weights plus an aware CARN-M x3."""
+    folder = tmp_path_factory.mktemp('models_x3') / 'models'
+    shutil.copytree(tiny_models, folder)
+    _save_tiny_sr(folder, 3)
     return str(folder)
 
 
@@ -218,12 +323,14 @@ def camvid_like(tmp_path_factory):
     return str(split)
 
 
-def test_profile_writes_a_loadable_profile_and_plot(tmp_path, tiny_models, camvid_like):
+def test_profile_writes_a_loadable_profile_and_plot(tmp_path, tiny_models, camvid_like,
+                                                    capsys):
     out, plot = tmp_path / 'profile.yaml', tmp_path / 'profile.png'
     assert profile.main(['--input', camvid_like, '--out', str(out), '--plot', str(plot),
-                         '--scales', '1', '2', '3', '--qualities', '50', '90',
-                         '--rates', '15', '7.5', '--thresholds', '0', '--device', 'cpu',
+                         '--scales', '1', '2', '3', '--codecs', 'jpeg', '--qualities', '50',
+                         '90', '--rates', '15', '7.5', '--thresholds', '0', '--device', 'cpu',
                          '--models', tiny_models]) == 0
+    assert 'no aware SR weights for scale(s) [3]: left out' in capsys.readouterr().out
     loaded = load_profile(str(out))
     assert len(loaded.entries) == 8  # x3 has no weights and is left out
     assert {e.config.scale for e in loaded.entries} == {1, 2}
@@ -233,21 +340,41 @@ def test_profile_writes_a_loadable_profile_and_plot(tmp_path, tiny_models, camvi
     assert plot.stat().st_size > 0
 
 
-def test_bench_stream_json_has_the_exact_keys(tmp_path, tiny_models, camvid_like):
+def test_profile_serves_x3_and_h264_with_x3_weights(tmp_path, tiny_models_x3, camvid_like):
+    out = tmp_path / 'profile.yaml'
+    assert profile.main(['--input', camvid_like, '--out', str(out), '--scales', '1', '2', '3',
+                         '4', '--codecs', 'jpeg', 'h264', '--qualities', '70', '--crfs', '28',
+                         '--rates', '15', '--thresholds', '0', '--device', 'cpu',
+                         '--models', tiny_models_x3]) == 0
+    loaded = load_profile(str(out))
+    assert sorted((e.config.scale, e.config.codec) for e in loaded.entries) == [
+        (s, c) for s in (1, 2, 3, 4) for c in ('h264', 'jpeg')]
+    assert all(e.kbps > 0 for e in loaded.entries)
+    assert 'sr_carnm_x3_aware.pt sha256:' in loaded.meta['models']['aware+reuse']['x3']
+
+
+def test_bench_stream_json_has_the_exact_keys(tmp_path, tiny_models_x3, camvid_like):
     out = tmp_path / 'bench.json'
     assert bench_stream.main(['--input', camvid_like, '--json', str(out), '--qualities', '50',
-                              '90', '--full-qualities', '90', '--downsample-scales', '2',
-                              '--selector-thresholds', '0.05', '--max-frames', '3',
-                              '--device', 'cpu', '--models', tiny_models]) == 0
+                              '90', '--crfs', '28', '--full-qualities', '90', '--full-crfs',
+                              '28', '--downsample-scales', '2', '--selector-thresholds', '0.05',
+                              '--max-frames', '3', '--device', 'cpu',
+                              '--models', tiny_models_x3]) == 0
     document = json.loads(out.read_text())
     assert set(document['curves']) == {'full', 'downsample', 'cloudseg', 'cloudseg_selector'}
-    assert len(document['curves']['cloudseg']) == 4  # scales 2 and 4 x two qualities
+    # Scales 2, 3 and 4 (x3 has weights here) x JPEG q50, q90 and H.264 CRF 28.
+    assert sorted((p['config']['scale'], p['codec']) for p in document['curves']['cloudseg']
+                  ) == [(s, c) for s in (2, 3, 4) for c in ('h264', 'jpeg', 'jpeg')]
     for points in document['curves'].values():
         for entry in points:
-            assert set(entry) == {'kbps', 'miou', 'config', 'labeled_miou'}
+            assert set(entry) == {'kbps', 'miou', 'codec', 'config', 'labeled_miou'}
             assert 0.0 <= entry['miou'] <= 1.0 and entry['kbps'] > 0
-    assert len(document['curves']['full']) == 1
+    assert [p['codec'] for p in document['curves']['full']] == ['jpeg', 'h264']
     assert set(document['summary']['kbps_at_target']) == set(document['curves'])
     assert 'labeled' in document['summary']
     assert set(document['summary']['ratios']) == {'full/cloudseg', 'downsample/cloudseg',
                                                   'full/cloudseg_selector'}
+    paper = document['summary']['paper_criterion']
+    assert set(paper['kbps']) == {'full', 'downsample', 'cloudseg'}
+    assert set(paper['ratios']) == {'full/cloudseg', 'downsample/cloudseg'}
+    assert set(document['summary']['agreement_criterion']['kbps']) == {'full', 'cloudseg'}
