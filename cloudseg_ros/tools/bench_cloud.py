@@ -1,10 +1,11 @@
 """`cloudseg bench-cloud`: speed of the cloud side (JPEG decode, SR, segmentation, engine).
 
-Measures ms/frame and FPS at 480x360 from x2 and x4 LR frames and at 2048x1024 from 512x256
-(x4), for batch 1 and batch 8, on the chosen device, and checks the H100 target
-(>= 250 FPS SR+seg at batch 8 at 2048x1024; batch-1 latency <= 8 ms). Stage times come from the
-engine (CUDA events on the GPU); warm-up iterations are excluded. Speed does not depend on the
-weights, so `--random-init` benchmarks untrained default-size networks when models/ is empty.
+Measures ms/frame and FPS at 480x360 from x2 and x4 LR frames (and x3 when its weights exist)
+and at 2048x1024 from 512x256 (x4), for batch 1 and batch 8, on the chosen device, and checks
+the H100 target (>= 250 FPS SR+seg at batch 8 at 2048x1024; batch-1 latency <= 8 ms). Stage
+times come from the engine (CUDA events on the GPU); warm-up iterations are excluded. Speed does
+not depend on the weights, so `--random-init` benchmarks untrained default-size networks when
+models/ is empty.
 
 On an H100 the target needs `--compile` (eager PyTorch spends most of CARN-M's time in separate
 bias/ReLU/concat/pixel-shuffle kernels that the compiler fuses); `--cuda-graphs` on top removes
@@ -31,13 +32,16 @@ from cloudseg_ros.nets.icnet import ICNet, ICNetConfig
 # name -> ((W, H) of the original frame, uplink scale)
 CASES: Dict[str, Tuple[Tuple[int, int], int]] = {
     '480x360/x2': ((480, 360), 2),
+    '480x360/x3': ((480, 360), 3),
     '480x360/x4': ((480, 360), 4),
     '2048x1024/x4': ((2048, 1024), 4),
 }
 TARGET_CASE = '2048x1024/x4'
 TARGET_FPS = 250.0  # SR+seg frames per second at batch 8 (H100)
 TARGET_LATENCY_MS = 8.0  # engine latency of one frame at batch 1 (H100)
-SEG_FILE, SR_FILES = 'seg_icnet.pt', {2: 'sr_carnm_x2.pt', 4: 'sr_carnm_x4.pt'}
+SEG_FILE = 'seg_icnet.pt'
+SR_FILES = {scale: f'sr_carnm_x{scale}.pt' for scale in (2, 3, 4)}
+OPTIONAL_SR_SCALES = (3,)  # used when its file exists; its cases are skipped otherwise
 JPEG_QUALITY = 90
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / 'models'
 
@@ -47,7 +51,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='cloudseg bench-cloud',
                                      description=__doc__.split('\n')[0])
     parser.add_argument('--models', type=Path, default=DEFAULT_MODELS_DIR,
-                        help=f'directory with {SEG_FILE}, {SR_FILES[2]}, {SR_FILES[4]}')
+                        help=f'directory with {SEG_FILE}, {SR_FILES[2]}, {SR_FILES[4]} '
+                             f'(and {SR_FILES[3]} for the x3 case)')
     parser.add_argument('--random-init', action='store_true',
                         help='benchmark untrained CARN-M + ICNet (default configs) instead')
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:N'")
@@ -73,7 +78,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def _save_random_models(root: Path) -> Tuple[Path, Dict[int, Path]]:
-    """Untrained default-config ICNet and CARN-M x2/x4 as checkpoints under root."""
+    """Untrained default-config ICNet and CARN-M x2/x3/x4 as checkpoints under root."""
     seg = save_checkpoint(root / SEG_FILE, ICNet(ICNetConfig()), 'icnet')
     srs = {s: save_checkpoint(root / name, carn_m(s), 'carn') for s, name in SR_FILES.items()}
     return seg, srs
@@ -198,10 +203,11 @@ def check_targets(rows: List[Dict[str, float]], device_name: str) -> Dict[str, o
 def _model_files(args: argparse.Namespace, tmp: Path) -> Tuple[Path, Dict[int, Path]]:
     """Checkpoints to benchmark: models/ files, or fresh random ones with --random-init."""
     if args.random_init:
-        print('--random-init: untrained CARN-M x2/x4 and ICNet with default configs '
+        print('--random-init: untrained CARN-M x2/x3/x4 and ICNet with default configs '
               '(speed does not depend on the weights)', flush=True)
         return _save_random_models(tmp)
     seg, srs = args.models / SEG_FILE, {s: args.models / n for s, n in SR_FILES.items()}
+    srs = {s: p for s, p in srs.items() if s not in OPTIONAL_SR_SCALES or p.is_file()}
     missing = [str(p) for p in [seg, *srs.values()] if not p.is_file()]
     if missing:
         raise CheckpointError(f'missing {", ".join(missing)}; pass --models DIR, or '
@@ -226,6 +232,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'bench-cloud: {exc}', file=sys.stderr)
         return 2
     device_name = _device_name(engine)
+    supported = engine.supported_scales()
+    skipped = [c for c in args.cases if CASES[c][1] not in supported]
+    if skipped:
+        print(f'note: no SR weights for {", ".join(skipped)}: left out', flush=True)
+    args.cases = [c for c in args.cases if c not in skipped]
     print(f'device: {device_name}, precision: {str(engine.dtype).replace("torch.", "")}, '
           f'JPEG: {codec_name}, cuda_graphs: {args.cuda_graphs}, compile: {args.compile}, '
           f'pyramid_reuse: {not args.no_pyramid_reuse}, iters: {args.iters}', flush=True)

@@ -44,6 +44,7 @@ CAMERA_HZ = 15.0
 # the current bitrate. With the brief's 6-entry ladder (steps of 1.6-2.3x) it stayed at
 # 460 kbit/s for a whole 8 Mbit/s phase; 1.3 leaves room for the frame-size noise of the clip.
 LADDER_SCALES = (4, 2, 1)
+LADDER_SR_SCALES = tuple(sorted(s for s in LADDER_SCALES if s != 1))  # need SR weights
 LADDER_QUALITIES = (50, 60, 70, 80, 85, 90, 95)
 LADDER_MAX_STEP = 1.3
 LADDER_TOP_FRACTION = 0.8  # no entry above this fraction of the fastest phase: it never fits
@@ -152,14 +153,16 @@ def resolve_models(args: argparse.Namespace, work_dir: str) -> Tuple[str, str]:
         return write_tiny_models(work_dir), 'tiny random-init networks (CPU)'
     shipped = model_files.default_models_dir()
     have_sr = (args.sr_variant == 'bilinear'
-               or set(model_files.sr_checkpoints(shipped, args.sr_variant)) >= {2, 4})
+               or set(model_files.sr_checkpoints(shipped, args.sr_variant))
+               >= set(LADDER_SR_SCALES))
     if os.path.isfile(model_files.seg_checkpoint(shipped)) and have_sr:
         return shipped, f'{shipped} ({args.sr_variant})'
-    return write_tiny_models(work_dir), 'tiny random-init networks (no trained SR x2/x4 found)'
+    wanted = '/'.join(f'x{s}' for s in LADDER_SR_SCALES)
+    return write_tiny_models(work_dir), f'tiny random-init networks (no trained SR {wanted} found)'
 
 
 def write_tiny_models(folder: str) -> str:
-    """Random-init ICNet and CARN-M x2/x4 at test size (as test/ros's fixture): fast on CPU."""
+    """Random-init ICNet and CARN-M for the ladder's scales at test size: fast on CPU."""
     from dataclasses import asdict
 
     import torch
@@ -171,7 +174,7 @@ def write_tiny_models(folder: str) -> str:
     seg = ICNetConfig(width=8)
     save_checkpoint(os.path.join(folder, 'seg_icnet.pt'), build_model('icnet', seg), 'icnet',
                     asdict(seg))
-    for scale in (2, 4):
+    for scale in LADDER_SR_SCALES:
         sr = CARNConfig(scale=scale, channels=8, mobile=True)
         for suffix in ('_aware', ''):  # whichever --sr-variant asks for
             save_checkpoint(os.path.join(folder, f'sr_carnm_x{scale}{suffix}.pt'),
