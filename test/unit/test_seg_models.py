@@ -283,3 +283,18 @@ def test_icnet_with_other_classes_and_its_yaml(tmp_path):
     _write_yaml(path, _meta())
     with pytest.raises(SegModelError, match='ICNet normalises and pads its input itself'):
         load_seg_model(path)
+
+
+def test_stream_tools_take_seg_model(external, tmp_path):
+    import argparse
+    from cloudseg_ros.tools.stream_eval import add_common_args, CloudVariant, ModelEngineFactory
+    parser = argparse.ArgumentParser()
+    add_common_args(parser)
+    args = parser.parse_args(['--input', 'clip.mp4', '--seg-model', external['export']])
+    assert args.seg_model == external['export']
+    factory = ModelEngineFactory(str(tmp_path), 'cpu', seg_model=args.seg_model)
+    engine = factory(CloudVariant('bilinear', pyramid_reuse=False))
+    assert engine.class_names == NAMES and engine.seg_model.kind == 'export'
+    # The masks depend on the YAML too (normalisation, padding): the cache key names both.
+    assert 'tiny.pt2 sha256:' in factory.identity(CloudVariant('bilinear', False), 1)
+    assert 'tiny.yaml sha256:' in factory.describe()['seg']
