@@ -11,6 +11,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from cloudseg_ros.core.imageops import ImageError, validate_rgb
+from cloudseg_ros.core.peer_input import printable
 
 # encoding -> (channels, index order that turns the pixel into RGB, or None for mono)
 _ENCODINGS = {
@@ -26,7 +27,7 @@ SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 def image_msg_to_rgb(msg: Image, max_side: int = 8192) -> np.ndarray:
     """Return the image as a contiguous uint8 (H, W, 3) RGB array; mono8 is replicated."""
     if msg.encoding not in _ENCODINGS:
-        raise ImageError(f"unsupported encoding '{msg.encoding}' "
+        raise ImageError(f"unsupported encoding '{printable(msg.encoding)}' "
                          f"(supported: {', '.join(SUPPORTED_ENCODINGS)})")
     if msg.width == 0 or msg.height == 0:
         raise ImageError(f'empty image {msg.width}x{msg.height}')
