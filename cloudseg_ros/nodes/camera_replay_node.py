@@ -14,6 +14,7 @@ from cloudseg_ros.core.imageops import ImageError
 from cloudseg_ros.core.sources import FrameSource, SourceError
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import rgb_to_image_msg
+from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamSpec, declare_params
 
@@ -43,7 +44,9 @@ class CameraReplayNode(Node):
             # Keep the node alive (parameters, introspection) but say clearly why nothing flows.
             self.get_logger().error(f'no frames will be published: {err}')
             return
-        self._timer = self.create_timer(1.0 / values['rate_hz'], self._on_timer)
+        guard = CallbackGuard(self.get_logger())
+        self._timer = self.create_timer(1.0 / values['rate_hz'],
+                                        guard.wrap('replay', self._on_timer))
         self.get_logger().info(
             f"replaying '{values['source']}' ({len(self._source)} frames) at "
             f"{values['rate_hz']} Hz, loop={values['loop']}, frame_id '{self._frame_id}'")

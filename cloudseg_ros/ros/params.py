@@ -3,7 +3,8 @@
 Each node lists its parameters as `ParamSpec`s. `declare_params` gives every one a descriptor
 (description with units, integer/floating-point range, read-only flag) and returns the values;
 `ParamBinder` turns a parameter change into a new config dataclass that the node's own check
-(cross-parameter rules, enum values) accepts or refuses with a reason. rclpy itself refuses
+(cross-parameter rules, enum values) accepts or refuses with a reason; an exception while
+building or applying it refuses the change instead of ending the node. rclpy itself refuses
 values outside a descriptor's range and type changes before our callback runs.
 
 Works on Humble, Jazzy and Kilted: only `add_on_set_parameters_callback` is used.
@@ -78,7 +79,7 @@ class ParamBinder:
 
     `make_config(values)` builds the config from a full {name: value} dict and raises
     ValueError with a reason when the combination is invalid; `apply(config)` hands an accepted
-    config to the node (it must not fail).
+    config to the node (if it raises, the change is refused).
     """
 
     def __init__(self, node: Node, specs: Sequence[ParamSpec], values: Dict[str, Any],
@@ -96,12 +97,16 @@ class ParamBinder:
         candidate.update({p.name: p.value for p in params if p.name in candidate})
         reason = check_choices(self._specs, candidate)
         if reason is None:
+            # Any failure refuses the change: an exception here would end the node, and the
+            # parameter services are open to every participant on the domain.
             try:
                 config = self._make_config(candidate)
+                self._apply(config)
             except (ValueError, TypeError) as err:
                 reason = str(err)
+            except Exception as err:  # noqa: B902
+                reason = f'{type(err).__name__}: {err}'
         if reason is not None:
             return SetParametersResult(successful=False, reason=reason)
         self._values, self.config = candidate, config
-        self._apply(config)
         return SetParametersResult(successful=True)
