@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from cloudseg_ros.core.imageops import ImageError, validate_rgb
+from cloudseg_ros.core.peer_input import printable
 
 try:
     import simplejpeg
@@ -217,10 +218,15 @@ class H264Decoder:
     to ask the robot for a KEY.
     """
 
-    def __init__(self) -> None:
-        """Create a decoder waiting for its first IDR."""
+    def __init__(self, max_pixels: int = MAX_SIDE * MAX_SIDE) -> None:
+        """Create a decoder waiting for its first IDR.
+
+        `max_pixels` bounds the picture size FFmpeg accepts from an SPS, so a stream that
+        announces a huge picture fails before the decoder allocates its frame buffers.
+        """
         self._ctx: Optional[av.CodecContext] = None
         self._needs_keyframe = True
+        self.max_pixels = int(max_pixels)
 
     @property
     def needs_keyframe(self) -> bool:
@@ -235,7 +241,8 @@ class H264Decoder:
     def _new_context(self) -> av.CodecContext:
         ctx = av.CodecContext.create('h264', 'r')
         ctx.thread_count = 1  # frame threading would delay output by a frame per thread
-        ctx.options = {'err_detect': 'explode'}  # fail on damaged data instead of concealing
+        ctx.options = {'err_detect': 'explode',  # fail on damaged data instead of concealing
+                       'max_pixels': str(self.max_pixels)}
         return ctx
 
     def decode(self, data: bytes, width: int, height: int) -> np.ndarray:
@@ -333,9 +340,9 @@ class FrameEncoder:
 class FrameDecoder:
     """Decode the frames of one stream (keep one per robot: H.264 state is per stream)."""
 
-    def __init__(self) -> None:
-        """Create a decoder; the H.264 part waits for an IDR."""
-        self._h264 = H264Decoder()
+    def __init__(self, max_pixels: int = MAX_SIDE * MAX_SIDE) -> None:
+        """Create a decoder; the H.264 part waits for an IDR and refuses > `max_pixels`."""
+        self._h264 = H264Decoder(max_pixels)
 
     @property
     def needs_keyframe(self) -> bool:
@@ -352,7 +359,7 @@ class FrameDecoder:
         if codec == 'h264':
             return self._h264.decode(data, width, height)
         if codec != 'jpeg':
-            raise CodecError(f'unknown codec {codec!r}; one of {CODECS}')
+            raise CodecError(f"unknown codec '{printable(codec)}'; one of {CODECS}")
         _check_declared_size(width, height)
         actual_w, actual_h = jpeg_size(data)
         if (actual_w, actual_h) != (width, height):

@@ -3,17 +3,31 @@
 `StreamReceiver.receive()` turns one encoded frame into an RGB image or raises `ReceiveError`
 with a reason (and whether the robot must send a key frame for the stream to recover). It keeps
 the counters the statistics report: frames in, rejected, lost (sequence gaps), bytes.
+
+Nothing a peer declares sizes the work: `ReceiveLimits` (the cloud's parameters) bound the
+payload bytes, the payload's pixels and the original (= super-resolved, segmented) pixels, and
+are checked from the declared figures before anything is decoded or allocated; the codecs then
+check the JPEG header / H.264 SPS against the declared size. Sequence numbers are compared
+modulo 2^64, and a new `session_id` (a restarted edge) starts the stream afresh.
 """
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
 from cloudseg_ros.core.codecs import CODECS, CodecError, FrameDecoder
+from cloudseg_ros.core.peer_input import printable
 
 MAX_SIDE = 8192
 SCALES = (1, 2, 3, 4)
+SEQ_MODULUS = 1 << 64  # EncodedFrame.seq is a uint64: its arithmetic wraps around
+# A sequence number this far ahead is a discontinuity (a sender that restarted without a session
+# id, or a forged number), not 65,536 lost frames: at 15 fps that is over an hour of loss.
+MAX_SEQ_GAP = 1 << 16
+# Up to this far behind the last one, a frame is late (reordered) or a duplicate; further back,
+# the sender restarted its counter.
+SEQ_REORDER_WINDOW = 64
 
 
 class ReceiveError(ValueError):
@@ -38,6 +52,29 @@ class FrameMeta:
     scale: int
     keyframe: bool
     stamp_s: float  # acquisition time at the robot
+    session_id: int = 0  # random per start of the sender; 0 = not sent
+
+
+@dataclass(frozen=True)
+class ReceiveLimits:
+    """Resource bounds set by configuration; a frame declaring more is rejected unread.
+
+    The defaults admit 1920x1080 and 2048x1024 cameras (and their full-resolution probes) and
+    refuse 2560x1440 and above: on a CPU server super-resolving and segmenting 2.8 MP took
+    14 s and 2 GB for one frame, and 67 MP (8192x8192) ran the process out of memory.
+    """
+
+    max_input_pixels: int = 2_400_000    # payload width x height (declared, then decoded)
+    max_output_pixels: int = 2_400_000   # declared original width x height = SR / mask size
+    max_payload_bytes: int = 4_000_000   # encoded payload (a 1080p JPEG probe is < 1.5 MB)
+
+    def validate(self) -> 'ReceiveLimits':
+        """Raise ValueError unless every bound is a positive integer; return self."""
+        for name in ('max_input_pixels', 'max_output_pixels', 'max_payload_bytes'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
+        return self
 
 
 @dataclass
@@ -52,12 +89,16 @@ class DecodedFrame:
     arrival_gap_ms: float    # since the previous frame of this stream
 
 
-def check_meta(meta: FrameMeta, nbytes: int) -> None:
-    """Raise ReceiveError if the declared figures cannot describe a valid frame."""
+def check_meta(meta: FrameMeta, nbytes: int, limits: ReceiveLimits = ReceiveLimits()) -> None:
+    """Raise ReceiveError if the declared figures cannot describe a valid frame within limits."""
     if meta.codec not in CODECS:
-        raise ReceiveError(f"unknown codec '{meta.codec}' (known: {', '.join(CODECS)})")
+        raise ReceiveError(f"unknown codec '{printable(meta.codec)}' "
+                           f"(known: {', '.join(CODECS)})")
     if nbytes == 0:
         raise ReceiveError('empty payload')
+    if nbytes > limits.max_payload_bytes:
+        raise ReceiveError(f'payload of {nbytes} bytes exceeds max_payload_bytes '
+                           f'{limits.max_payload_bytes}')
     if not (0 < meta.width <= MAX_SIDE and 0 < meta.height <= MAX_SIDE):
         raise ReceiveError(f'declared size {meta.width}x{meta.height} out of 1..{MAX_SIDE}')
     if meta.scale not in SCALES:
@@ -66,19 +107,49 @@ def check_meta(meta: FrameMeta, nbytes: int) -> None:
                                                                            meta.height):
         raise ReceiveError(f'declared original {meta.orig_width}x{meta.orig_height} at scale '
                            f'{meta.scale} does not give {meta.width}x{meta.height}')
+    if meta.width * meta.height > limits.max_input_pixels:
+        raise ReceiveError(f'payload {meta.width}x{meta.height} exceeds max_input_pixels '
+                           f'{limits.max_input_pixels}')
+    if meta.orig_width * meta.orig_height > limits.max_output_pixels:
+        raise ReceiveError(f'original {meta.orig_width}x{meta.orig_height} exceeds '
+                           f'max_output_pixels {limits.max_output_pixels}')
+
+
+def check_probe_twin(probe: FrameMeta, twin_size: Tuple[int, int]) -> None:
+    """Raise ReceiveError unless a probe can be compared with its low-resolution twin.
+
+    `twin_size` is the (width, height) of the twin's original, i.e. of the pipeline's mask: the
+    full-resolution probe of the same image must have exactly that size.
+    """
+    if tuple(twin_size) != (probe.width, probe.height):
+        raise ReceiveError(f'probe {probe.width}x{probe.height} does not match the '
+                           f'{twin_size[0]}x{twin_size[1]} original of the frame with its stamp')
+
+
+def seq_delta(seq: int, last: int) -> int:
+    """Return `seq - last` modulo 2^64, as a signed number in [-2^63, 2^63)."""
+    delta = (seq - last) % SEQ_MODULUS
+    return delta - SEQ_MODULUS if delta >= SEQ_MODULUS // 2 else delta
 
 
 class StreamReceiver:
     """Per-robot decoder state and counters."""
 
-    def __init__(self) -> None:
-        self._decoder = FrameDecoder()
+    def __init__(self, limits: Optional[ReceiveLimits] = None) -> None:
+        self.limits = (limits or ReceiveLimits()).validate()
+        self._decoder = self._new_decoder()
+        self._session: Optional[int] = None
         self._last_seq: Optional[int] = None
         self._last_arrival_s: Optional[float] = None
         self.frames_in = 0
         self.rejected = 0
         self.lost = 0
         self.bytes_total = 0
+        self.sessions = 0  # session ids seen change (sender restarts)
+        self.seq_jumps = 0  # sequence discontinuities without a session change
+
+    def _new_decoder(self) -> FrameDecoder:
+        return FrameDecoder(max_pixels=self.limits.max_input_pixels)
 
     def receive(self, meta: FrameMeta, data: bytes,
                 arrival_s: Optional[float] = None) -> DecodedFrame:
@@ -88,12 +159,13 @@ class StreamReceiver:
         self._last_arrival_s = arrival_s
         self.frames_in += 1
         self.bytes_total += len(data)
+        self._track_session(meta.session_id)
         lost_now = self._track_seq(meta.seq)
         try:
-            check_meta(meta, len(data))
+            check_meta(meta, len(data), self.limits)
             if lost_now and meta.codec == 'h264':
                 # A lost H.264 frame breaks the reference chain: wait for the next IDR.
-                self._decoder = FrameDecoder()
+                self._decoder = self._new_decoder()
             start = time.perf_counter()
             rgb = self._decode(meta, data)
         except ReceiveError:
@@ -113,14 +185,29 @@ class StreamReceiver:
             raise ReceiveError(f'undecodable {meta.codec} payload: {err}',
                                want_keyframe=meta.codec == 'h264') from err
 
+    def _track_session(self, session_id: int) -> None:
+        """A new session is a new stream: new sequence numbers, and H.264 waits for an IDR."""
+        if self._session is not None and session_id != self._session:
+            self.sessions += 1
+            self._last_seq = None
+            self._decoder = self._new_decoder()
+        self._session = session_id
+
     def _track_seq(self, seq: int) -> bool:
-        """Count frames missing before `seq`; True if any were lost just now."""
-        lost = 0
-        if self._last_seq is not None and seq > self._last_seq + 1:
-            lost = seq - self._last_seq - 1
-        if self._last_seq is None or seq > self._last_seq:
+        """Count frames missing before `seq` (modulo 2^64); True if continuity broke just now."""
+        seq %= SEQ_MODULUS
+        if self._last_seq is None:
             self._last_seq = seq
-        elif seq < self._last_seq - 1000:
-            self._last_seq = seq  # the sender restarted its counter
-        self.lost += lost
-        return lost > 0
+            return False
+        delta = seq_delta(seq, self._last_seq)
+        if -SEQ_REORDER_WINDOW <= delta <= 0:
+            return False  # late or duplicate: nothing new is missing
+        if 0 < delta <= MAX_SEQ_GAP:
+            self.lost += delta - 1
+            self._last_seq = seq
+            return delta > 1
+        # Restarted counter or forged number: follow the new numbering, count no loss (the
+        # number is meaningless), but the stream is broken for H.264 all the same.
+        self.seq_jumps += 1
+        self._last_seq = seq
+        return True

@@ -22,7 +22,8 @@ from cloudseg_ros.core.imageops import upsample_bilinear
 from cloudseg_ros.core.mask_codec import PNG_MONO8_FORMAT, encode_mask_png
 from cloudseg_ros.core.metrics import confusion_matrix, mean_iou
 from cloudseg_ros.core.palette import overlay
-from cloudseg_ros.core.receiver import ReceiveError, StreamReceiver
+from cloudseg_ros.core.receiver import (ReceiveError, ReceiveLimits, StreamReceiver,
+                                        check_probe_twin)
 from cloudseg_ros.core.selector import FrameKind
 from cloudseg_ros.inference import model_files
 from cloudseg_ros.inference.engine import EngineConfig, EngineError, EngineInput, SegEngine
@@ -32,9 +33,11 @@ from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, mask_to_image_msg,
                                           rgb_to_image_msg)
 from cloudseg_ros.ros.frames import cloud_stats_msg, meta_from_msg
+from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, declare_params
 
+LIMITS = ReceiveLimits()  # defaults of the resource bounds
 PARAMS = (
     ParamSpec('robot_namespaces', [''], "Namespaces of the robots served ('' = this node's).",
               read_only=True),
@@ -59,6 +62,16 @@ PARAMS = (
               16, 8192, read_only=True),
     ParamSpec('warmup_height', 360, 'Height of the warm-up frames, pixels.', 16, 8192,
               read_only=True),
+    # Resource bounds are read-only: whoever may set parameters must not lift them at run time.
+    ParamSpec('max_input_pixels', LIMITS.max_input_pixels,
+              'Largest received frame (payload width x height), pixels; larger ones are '
+              'rejected before decoding.', 256, 8192 * 8192, read_only=True),
+    ParamSpec('max_output_pixels', LIMITS.max_output_pixels,
+              'Largest declared original size (= super-resolution and mask size), pixels; '
+              'larger frames are rejected before decoding.', 256, 8192 * 8192, read_only=True),
+    ParamSpec('max_payload_bytes', LIMITS.max_payload_bytes,
+              'Largest encoded payload, bytes; larger ones are rejected unread.',
+              1024, 1 << 30, read_only=True),
     ParamSpec('pyramid_reuse', True,
               "Feed the received LR frame to ICNet's low-resolution branch (paper 3.2)."),
     ParamSpec('max_batch', 8, 'Most frames (of different robots) segmented together.', 1, 64),
@@ -92,10 +105,10 @@ class CloudSettings:
 class RobotStream:
     """Everything the node keeps per robot: receiver, publishers, recent masks."""
 
-    def __init__(self, node: Node, namespace: str, group) -> None:
+    def __init__(self, node: Node, namespace: str, group, limits: ReceiveLimits) -> None:
         prefix = namespace.rstrip('/') + '/' if namespace else ''
         self.name = namespace or node.get_namespace()
-        self.receiver = StreamReceiver()
+        self.receiver = StreamReceiver(limits)
         self.recent_masks = OrderedDict()  # acquisition stamp (ns) -> mask
         self.recent_frames = OrderedDict()  # acquisition stamp (ns) -> DecodedFrame
         self.last_key_request_s = -math.inf
@@ -105,10 +118,14 @@ class RobotStream:
                                              qos.RESULT)
         self.stats_pub = node.create_publisher(PipelineStats, prefix + 'cloud_stats', qos.STATS)
         self.key_pub = node.create_publisher(Empty, prefix + 'keyframe_request', qos.STATS)
-        self.sub = node.create_subscription(EncodedFrame, prefix + 'frames',
-                                            lambda msg: node.on_frame(self, msg),
-                                            qos.ENCODED_STREAM,
-                                            callback_group=group)
+        self.sub = node.create_subscription(
+            EncodedFrame, prefix + 'frames',
+            node.guard.wrap(f'{self.name}: frame', lambda msg: node.on_frame(self, msg),
+                            on_error=self._count_rejected),
+            qos.ENCODED_STREAM, callback_group=group)
+
+    def _count_rejected(self) -> None:
+        self.receiver.rejected += 1
 
     def remember(self, table: OrderedDict, stamp_ns: int, item) -> None:
         """Keep a recent frame or mask (bounded) to pair probes with their LR twin."""
@@ -119,6 +136,13 @@ class RobotStream:
 
 def _stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _twin_size(mask, twin) -> tuple:
+    """(width, height) of a probe's twin: its mask's, or its declared original's."""
+    if mask is not None:
+        return mask.shape[1], mask.shape[0]
+    return twin.meta.orig_width, twin.meta.orig_height
 
 
 class CloudNode(Node):
@@ -133,12 +157,16 @@ class CloudNode(Node):
         self.engine = self._load_engine(values)
         self._frames = LatestSlots()   # stream -> (header, DecodedFrame)
         self._probes = LatestSlots()
+        self.guard = CallbackGuard(self.get_logger())
+        limits = ReceiveLimits(values['max_input_pixels'], values['max_output_pixels'],
+                               values['max_payload_bytes'])
         receive_group = MutuallyExclusiveCallbackGroup()
         self._streams = {}
         for namespace in values['robot_namespaces']:
-            stream = RobotStream(self, namespace, receive_group)
+            stream = RobotStream(self, namespace, receive_group, limits)
             self._streams[stream.name] = stream
-        self.create_timer(0.002, self._on_work, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(0.002, self.guard.wrap('inference', self._on_work),
+                          callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(
             f"cloud: serving {', '.join(self._streams)}; SR '{values['sr_variant']}' "
             f"for scales {self.engine.supported_scales() if self.engine else '-'}; "
@@ -248,11 +276,13 @@ class CloudNode(Node):
                                    'lost or rejected', throttle_duration_sec=10.0)
             return
         try:
+            check_probe_twin(frame.meta, _twin_size(pipeline_mask, twin))
             if pipeline_mask is None:  # the twin was superseded before inference: run it now
                 pipeline_mask = self.engine.process([EngineInput(
                     twin.rgb, twin.meta.scale, (frame.meta.width, frame.meta.height))])[0].mask
             hr_mask = self.engine.segment_hr(frame.rgb)
-        except EngineError as err:
+        except (EngineError, ReceiveError) as err:
+            stream.receiver.rejected += 1
             self._reject(stream, f'probe: {err}')
             return
         cm = confusion_matrix(pipeline_mask, hr_mask, self.engine.num_classes, ignore_index=None)

@@ -12,7 +12,7 @@ def meta_from_msg(msg: EncodedFrame) -> FrameMeta:
     return FrameMeta(seq=msg.seq, kind=msg.kind, codec=msg.codec, width=msg.width,
                      height=msg.height, orig_width=msg.orig_width,
                      orig_height=msg.orig_height, scale=msg.scale, keyframe=msg.keyframe,
-                     stamp_s=stamp_to_s(msg.header.stamp))
+                     stamp_s=stamp_to_s(msg.header.stamp), session_id=msg.session_id)
 
 
 def cloud_stats_msg(header, arrival_stamp, frame: DecodedFrame, receiver: StreamReceiver,
