@@ -16,6 +16,11 @@ from cloudseg_ros.core.selector import FrameKind, FrameSelector, SelectorConfig
 
 SCALES = (1, 2, 3, 4)
 PROBE_JPEG_QUALITY = 90
+# The cloud asks for a key frame at most every 0.5 s while it waits for one (its
+# KEYFRAME_REQUEST_PERIOD_S), so honouring requests faster than that never helps a real
+# receiver; it only lets a flood of requests (anyone can publish them) turn every frame into a
+# key frame several times its size.
+KEY_REQUEST_MIN_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class EdgePipeline:
         # so they never restart the H.264 stream with a resolution change.
         self.probe_encoder = FrameEncoder(codec='jpeg', jpeg_quality=PROBE_JPEG_QUALITY)
         self._key_requested = False
+        self._last_remote_key_s = -float('inf')
+        self.key_requests_ignored = 0
 
     def reconfigure(self, config: EdgeConfig) -> None:
         """Apply a new configuration from the next frame on (validated first)."""
@@ -96,6 +103,18 @@ class EdgePipeline:
         """Make the next sent frame a key frame (H.264 IDR): the receiver lost the stream."""
         self._key_requested = True
         self.selector.request_key()
+
+    def remote_key_request(self, now_s: float) -> bool:
+        """Honour a receiver's key-frame request, at most one per KEY_REQUEST_MIN_INTERVAL_S.
+
+        `now_s` is a monotonic clock; return whether this request was honoured.
+        """
+        if now_s - self._last_remote_key_s < KEY_REQUEST_MIN_INTERVAL_S:
+            self.key_requests_ignored += 1
+            return False
+        self._last_remote_key_s = now_s
+        self.request_key()
+        return True
 
     def process(self, rgb: np.ndarray, t_s: float,
                 force_kind: Optional[FrameKind] = None) -> Optional[EdgeFrame]:

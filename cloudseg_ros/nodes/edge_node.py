@@ -5,6 +5,7 @@ cloud after it lost the H.264 stream); publishes `frames` (cloudseg_ros/EncodedF
 `image_lowres/compressed` (JPEG, image_transport style, for rviz) and `edge_stats`.
 Never imports torch: a robot may not have it.
 """
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -13,13 +14,15 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
 
 from cloudseg_ros.core.codecs import CODECS, CodecError
-from cloudseg_ros.core.edge_pipeline import EdgeConfig, EdgeFrame, EdgePipeline
+from cloudseg_ros.core.edge_pipeline import (EdgeConfig, EdgeFrame, EdgePipeline,
+                                             KEY_REQUEST_MIN_INTERVAL_S)
 from cloudseg_ros.core.imageops import ImageError
 from cloudseg_ros.core.selector import FrameKind
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, image_msg_to_rgb,
                                           stamp_to_s)
+from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
 
@@ -75,9 +78,15 @@ class EdgeNode(Node):
         self._jpeg_pub = self.create_publisher(CompressedImage, 'image_lowres/compressed',
                                                qos.SENSOR)
         self._stats_pub = self.create_publisher(PipelineStats, 'edge_stats', qos.STATS)
-        self.create_subscription(Image, 'image_raw', self._on_image, qos.SENSOR)
-        self.create_subscription(Empty, 'keyframe_request', self._on_key_request, qos.STATS)
+        guard = CallbackGuard(self.get_logger())
+        self.create_subscription(Image, 'image_raw',
+                                 guard.wrap('image', self._on_image, self._count_rejected),
+                                 qos.SENSOR)
+        self.create_subscription(Empty, 'keyframe_request',
+                                 guard.wrap('keyframe request', self._on_key_request), qos.STATS)
         self._binder = ParamBinder(self, PARAMS, values, EdgeSettings.from_values, self._apply)
+        # A new value per start tells the receiver at once that this is a new stream.
+        self._session_id = secrets.randbits(64) or 1
         self._seq = 0
         self._bytes_total = 0
         self._frames_in = 0
@@ -97,7 +106,14 @@ class EdgeNode(Node):
                                f'<= {cfg.max_rate_hz} Hz')
 
     def _on_key_request(self, _msg: Empty) -> None:
-        self.pipeline.request_key()
+        if not self.pipeline.remote_key_request(time.monotonic()):
+            self.get_logger().warn(
+                f'key-frame requests faster than one per {KEY_REQUEST_MIN_INTERVAL_S} s '
+                f'ignored ({self.pipeline.key_requests_ignored} so far)',
+                throttle_duration_sec=10.0)
+
+    def _count_rejected(self) -> None:
+        self._rejected += 1
 
     def _on_image(self, msg: Image) -> None:
         self._frames_in += 1
@@ -130,7 +146,8 @@ class EdgeNode(Node):
     def _publish(self, image: Image, frame: EdgeFrame) -> None:
         self._seq += 1
         self._bytes_total += len(frame.data)
-        out = EncodedFrame(header=copy_header(image.header), seq=self._seq, kind=int(frame.kind),
+        out = EncodedFrame(header=copy_header(image.header), session_id=self._session_id,
+                           seq=self._seq, kind=int(frame.kind),
                            orig_width=frame.orig_width, orig_height=frame.orig_height,
                            width=frame.width, height=frame.height, scale=frame.scale,
                            codec=frame.codec, keyframe=frame.keyframe)
