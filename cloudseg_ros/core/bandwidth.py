@@ -69,6 +69,8 @@ MIN_TREND_FRAMES = 6
 SEQ_RESTART_GAP = 1000
 # An arrival clock that goes back by more than this means a clock reset: start over.
 CLOCK_JUMP_S = 1.0
+# The accelerating increase stops doubling here (2^60 x any increase rate is past every cap).
+MAX_DOUBLINGS = 60.0
 
 
 def linear_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -333,12 +335,15 @@ class BandwidthEstimator:
         cfg = self._config
         if self._normal_since_s is None:
             self._normal_since_s = now_s
-        doublings = (now_s - self._normal_since_s) / cfg.ramp_doubling_s
+        # Both exponents are bounded: a gap of hours (or a forged arrival stamp) must neither
+        # overflow a float nor count as hours of growth, since only a window's worth of
+        # arrivals is evidence of capacity.
+        doublings = min((now_s - self._normal_since_s) / cfg.ramp_doubling_s, MAX_DOUBLINGS)
         rate = min(cfg.max_increase_per_s, cfg.increase_per_s * 2.0 ** doublings)
         delivered = self._rate_kbps(self._frames[-1].arrival_s - cfg.window_s)
         if delivered is None:
             return  # nothing measured yet: no evidence to grow on
-        grown = self._estimate * (1.0 + rate) ** dt_s
+        grown = self._estimate * (1.0 + rate) ** min(dt_s, cfg.window_s)
         self._estimate = max(self._estimate, min(grown, cfg.probe_factor * delivered))
 
     def _rate_kbps(self, start_s: float) -> Optional[float]:

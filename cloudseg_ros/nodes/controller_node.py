@@ -15,12 +15,14 @@ from std_msgs.msg import Header
 
 from cloudseg_ros.core.bandwidth import BandwidthEstimator
 from cloudseg_ros.core.delivery import DeliveryTracker
+from cloudseg_ros.core.peer_input import printable, stamp_plausible
 from cloudseg_ros.core.policy import Policy, PolicyConfig
 from cloudseg_ros.core.profile import load_profile
 from cloudseg_ros.msg import ControllerState, PipelineStats
 from cloudseg_ros.paths import package_file
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import stamp_to_s
+from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.param_client import RemoteParams
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
@@ -45,7 +47,15 @@ PARAMS = (
               'Live agreement-mIoU (probes) under which smaller scales are preferred (0 = off).',
               0.0, 1.0),
     ParamSpec('min_switch_interval_s', 1.0, 'Fewest seconds between two switches.', 0.0, 60.0),
+    ParamSpec('max_clock_offset_s', 5.0,
+              "Stamps in cloud_stats and masks more than this ahead of this node's clock (or "
+              'this + 60 s behind it) are ignored and counted; robot and cloud clocks must '
+              'agree within it, seconds.', 0.1, 1e9),
 )
+
+# Reports may come late (a congested link queues them) but one about a frame older than this
+# describes a link that no longer exists.
+MAX_REPORT_AGE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -54,13 +64,15 @@ class ControllerSettings:
 
     enabled: bool
     policy: PolicyConfig
+    max_clock_offset_s: float
 
     @staticmethod
     def from_values(values) -> 'ControllerSettings':
         """Build and validate; ValueError names what is wrong."""
         policy = config_from_values(PolicyConfig, values)
         policy.validate()
-        return ControllerSettings(bool(values['enabled']), policy)
+        return ControllerSettings(bool(values['enabled']), policy,
+                                  float(values['max_clock_offset_s']))
 
 
 class ControllerNode(Node):
@@ -74,6 +86,9 @@ class ControllerNode(Node):
         self.settings = self._binder.config
         self.estimator = BandwidthEstimator()
         self.delivery = DeliveryTracker()
+        self._inputs_rejected = 0
+        guard = CallbackGuard(self.get_logger())
+        self._guarded = lambda name, cb: guard.wrap(name, cb, self._count_rejected)
         path = values['profile'] or package_file('config', 'profile.yaml')
         try:
             self.profile = load_profile(path)
@@ -87,10 +102,13 @@ class ControllerNode(Node):
         self._accuracy = math.nan
         self._sent_bytes = []  # (time_s, bytes) of the last seconds, from edge_stats
         self._state_pub = self.create_publisher(ControllerState, 'controller_state', qos.STATUS)
-        self.create_subscription(PipelineStats, 'cloud_stats', self._on_cloud_stats, qos.STATS)
-        self.create_subscription(PipelineStats, 'edge_stats', self._on_edge_stats, qos.STATS)
-        self.create_subscription(CompressedImage, 'mask/compressed', self._on_mask, qos.RESULT)
-        self.create_timer(values['update_period_s'], self._on_timer)
+        self.create_subscription(PipelineStats, 'cloud_stats',
+                                 self._guarded('cloud_stats', self._on_cloud_stats), qos.STATS)
+        self.create_subscription(PipelineStats, 'edge_stats',
+                                 self._guarded('edge_stats', self._on_edge_stats), qos.STATS)
+        self.create_subscription(CompressedImage, 'mask/compressed',
+                                 self._guarded('mask', self._on_mask), qos.RESULT)
+        self.create_timer(values['update_period_s'], self._guarded('update', self._on_timer))
         self.get_logger().info(
             f"controller: {len(self.profile.front)} profile entries from '{path}', retuning "
             f'{self.edge.target}, headroom {self.settings.policy.headroom}')
@@ -109,12 +127,32 @@ class ControllerNode(Node):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _count_rejected(self) -> None:
+        self._inputs_rejected += 1
+
+    def _plausible(self, what: str, *stamps) -> bool:
+        """Whether every stamp is near this node's clock; count and warn if not."""
+        now_s = self._now_s()
+        stamps_s = [stamp_to_s(stamp) for stamp in stamps]
+        limit_s = self.settings.max_clock_offset_s
+        if all(stamp_plausible(t_s, now_s, limit_s, limit_s + MAX_REPORT_AGE_S)
+               for t_s in stamps_s):
+            return True
+        self._count_rejected()
+        worst = max((t_s - now_s for t_s in stamps_s), key=abs)
+        self.get_logger().warn(f'{what} ignored: stamp {worst:+.1f} s from this clock (limits: '
+                               f'+{limit_s} s ahead, -{limit_s + MAX_REPORT_AGE_S} s behind; '
+                               'clocks not synchronised?)', throttle_duration_sec=5.0)
+        return False
+
     def _on_cloud_stats(self, msg: PipelineStats) -> None:
+        plausible = self._plausible('cloud_stats', msg.header.stamp, msg.arrival_stamp)
         if msg.stage == 'cloud_rx':
-            self.delivery.on_arrived(msg.seq)
-            self.estimator.on_frame(stamp_to_s(msg.header.stamp), stamp_to_s(msg.arrival_stamp),
-                                    msg.frame_bytes, msg.seq)
-        elif not math.isnan(msg.probe_agreement_miou):
+            self.delivery.on_arrived(msg.seq)  # it did arrive, whatever its stamps say
+            if plausible:
+                self.estimator.on_frame(stamp_to_s(msg.header.stamp),
+                                        stamp_to_s(msg.arrival_stamp), msg.frame_bytes, msg.seq)
+        elif plausible and 0.0 <= msg.probe_agreement_miou <= 1.0:  # NaN: not a probe
             self._accuracy = msg.probe_agreement_miou
 
     def _on_edge_stats(self, msg: PipelineStats) -> None:
@@ -124,7 +162,8 @@ class ControllerNode(Node):
         self._sent_bytes = [(t, b) for t, b in self._sent_bytes if now_s - t <= 2.0]
 
     def _on_mask(self, msg: CompressedImage) -> None:
-        self._latency_ms = (self._now_s() - stamp_to_s(msg.header.stamp)) * 1e3
+        if self._plausible('mask', msg.header.stamp):
+            self._latency_ms = (self._now_s() - stamp_to_s(msg.header.stamp)) * 1e3
 
     def _on_timer(self) -> None:
         now_s = self._now_s()
@@ -138,13 +177,13 @@ class ControllerNode(Node):
         if decision.changed and self.settings.enabled:
             self.get_logger().info(f'switching to {decision.entry.name}: {decision.reason}')
             future = self.edge.set_async(decision.entry.config.edge_parameters())
-            future.add_done_callback(self._on_set_done)
+            future.add_done_callback(self._guarded('set parameters', self._on_set_done))
         self._state_pub.publish(self._state(decision, estimate, latency_ms))
 
     def _on_set_done(self, future) -> None:
-        failed = [r.reason for r in future.result().results if not r.successful]
+        failed = [printable(r.reason, 200) for r in future.result().results if not r.successful]
         if failed:
-            self.get_logger().error(f'edge refused the new configuration: {failed}')
+            self.get_logger().error(f"edge refused the new configuration: {'; '.join(failed)}")
 
     def _state(self, decision, estimate: float, latency_ms: float) -> ControllerState:
         cfg = decision.entry.config
@@ -159,7 +198,8 @@ class ControllerNode(Node):
             config_name=decision.entry.name, scale=cfg.scale, codec=cfg.codec,
             quality=cfg.quality, max_rate_hz=float(cfg.max_rate_hz),
             useful_threshold=float(cfg.useful_threshold),
-            key_threshold=float(cfg.key_threshold), reason=decision.reason)
+            key_threshold=float(cfg.key_threshold), reason=decision.reason,
+            inputs_rejected=self._inputs_rejected)
 
 
 def main(args=None) -> None:

@@ -207,6 +207,31 @@ def test_stall_decays_the_estimate_and_sender_restart_is_tolerated():
     assert estimator.estimate_kbps(12.1) < 0.5 * before  # the decay was committed
 
 
+def test_arrival_stamp_hours_ahead_neither_overflows_nor_sticks():
+    estimator = BandwidthEstimator()
+    for i in range(30):
+        estimator.on_frame(i / FPS, i / FPS + 0.05, 4000, i)
+    # One report 20,000 s in the future (a forged or broken stamp): the growth term used to
+    # raise OverflowError here, ending the controller.
+    estimator.on_frame(30 / FPS, 20_000.0, 4000, 30)
+    cfg = estimator.config
+    assert cfg.min_kbps <= estimator.estimate_kbps(20_000.0) <= cfg.max_kbps
+    # Genuine arrivals after it: the arrival clock "went back", so the history starts over.
+    for i in range(31, 40):
+        estimator.on_frame(i / FPS, i / FPS + 0.05, 4000, i)
+    assert estimator.frames_received == 9
+
+
+def test_growth_after_a_gap_is_bounded_by_one_window():
+    config = BandwidthEstimatorConfig(stall_timeout_s=1e6, probe_factor=1000.0)
+    estimator = BandwidthEstimator(config)
+    for i in range(30):
+        estimator.on_frame(i / FPS, i / FPS + 0.05, 4000, i)
+    before = estimator.estimate_kbps(2.0)
+    estimator.on_frame(500.0, 500.05, 4000, 30)  # 500 s of silence, no stall decay configured
+    assert estimator.estimate_kbps(500.05) <= before * (1 + config.max_increase_per_s) ** 1.01
+
+
 def test_delay_trend_separates_queue_growth_from_frame_size():
     rng = random.Random(3)
     times = [i / FPS for i in range(20)]
