@@ -13,6 +13,7 @@ from std_msgs.msg import Empty, Header
 
 from cloudseg_ros.core.codecs import FrameEncoder
 from cloudseg_ros.core.mask_codec import decode_mask_png
+from cloudseg_ros.core.receiver import MAX_SEQ_GAP
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import image_msg_to_rgb
@@ -92,10 +93,13 @@ def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin
     assert all(s.latency_ms > 0 for s in stats)
 
 
-def _encoded(seq, rgb, encoder, scale=4, data=None):
+SESSION = 0x5EED
+
+
+def _encoded(seq, rgb, encoder, scale=4, data=None, kind=EncodedFrame.KIND_USEFUL):
     small = rgb[::scale, ::scale].copy()
     enc = encoder.encode(small, force_keyframe=False)
-    msg = EncodedFrame(seq=seq, kind=EncodedFrame.KIND_USEFUL, orig_width=rgb.shape[1],
+    msg = EncodedFrame(session_id=SESSION, seq=seq, kind=kind, orig_width=rgb.shape[1],
                        orig_height=rgb.shape[0], width=small.shape[1], height=small.shape[0],
                        scale=scale, codec=enc.codec, keyframe=enc.keyframe)
     msg.data = enc.data if data is None else data
@@ -143,3 +147,52 @@ def test_h264_loss_asks_for_keyframe(launch, ros_node, spin_until, tiny_models):
         cloud.log()
     assert not masks
     assert 'waiting for a key frame' in cloud.log()
+
+
+def test_single_hostile_frames_do_not_stop_the_cloud(launch, ros_node, spin_until,
+                                                     tiny_models):
+    """seq = 2^64-1, an 8192x8192 claim, a probe whose twin has another size: all survived."""
+    cloud = launch(CLOUD, params={'robot_namespaces': ['/c4'], 'models_dir': tiny_models,
+                                  'device': 'cpu'})
+    pub = ros_node.create_publisher(EncodedFrame, '/c4/frames', qos.ENCODED_STREAM)
+    masks = _collect(ros_node, '/c4/mask', Image, qos.RESULT)
+    stats = _collect(ros_node, '/c4/cloud_stats', PipelineStats, qos.STATS)
+    jpeg = FrameEncoder('jpeg')
+    seqs = itertools.count(1)
+
+    def frame(**kwargs):
+        seq = next(seqs)
+        return _encoded(seq, _scene(seq), jpeg, **kwargs)
+
+    assert spin_until(lambda: pub.publish(frame()) or bool(masks), 60.0), cloud.log()
+    # The top sequence number twice, ordinary frames between: the loss counter used to overflow
+    # its uint64 field, and publishing the stats then ended the process.
+    for _ in range(2):
+        top = frame()
+        top.seq = 2 ** 64 - 1
+        pub.publish(top)
+        pub.publish(frame())
+    # 8192x8192 declared from a 2048x2048 payload: refused before anything is allocated.
+    big = frame()
+    big.width, big.height, big.orig_width, big.orig_height = 2048, 2048, 8192, 8192
+    pub.publish(big)
+    # A 480x360 frame, segmented; then a 640x480 full-resolution probe with the same stamp.
+    twin = frame()
+    twin.header.stamp = ros_node.get_clock().now().to_msg()
+    pub.publish(twin)
+    assert spin_until(lambda: any(m.header.stamp == twin.header.stamp for m in masks), 20.0), \
+        cloud.log()
+    probe = _encoded(next(seqs), np.full((480, 640, 3), 90, np.uint8), jpeg, scale=1,
+                     kind=EncodedFrame.KIND_PROBE)
+    probe.header.stamp = twin.header.stamp
+    pub.publish(probe)
+    assert spin_until(lambda: any(s.kind == EncodedFrame.KIND_PROBE for s in stats), 10.0), \
+        cloud.log()
+    # Still serving: the next good frames are segmented, and the counters are sane (rejected:
+    # the 8192x8192 claim and the probe; errors are logged at most every 2 s).
+    masks.clear()
+    assert spin_until(lambda: pub.publish(frame()) or bool(masks), 20.0), cloud.log()
+    assert cloud.alive()
+    assert spin_until(lambda: stats[-1].frames_rejected >= 2, 5.0), cloud.log()
+    assert stats[-1].frames_lost <= 4 * MAX_SEQ_GAP
+    assert 'exceeds max_input_pixels' in cloud.log()
