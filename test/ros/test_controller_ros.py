@@ -4,7 +4,7 @@ import os
 import pytest
 
 from cloudseg_ros.core.profile import ProfileEntry, StreamConfig, save_profile
-from cloudseg_ros.msg import ControllerState
+from cloudseg_ros.msg import ControllerState, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.param_client import RemoteParams
 
@@ -63,3 +63,30 @@ def test_missing_profile_is_reported_and_node_stays_up(launch, ros_node, spin_un
     assert params.wait_ready(10.0), controller.log()
     assert spin_until(lambda: 'no profile' in controller.log(), 5.0), controller.log()
     assert controller.alive()
+
+
+def test_stats_stamped_hours_ahead_are_counted_not_fatal(launch, ros_node, spin_until,
+                                                         profile_path):
+    controller = launch(CONTROLLER, namespace='/k4', params={'profile': profile_path,
+                                                             'update_period_s': 0.1})
+    states = []
+    ros_node.create_subscription(ControllerState, '/k4/controller_state', states.append,
+                                 qos.STATUS)
+    pub = ros_node.create_publisher(PipelineStats, '/k4/cloud_stats', qos.STATS)
+    assert spin_until(lambda: pub.get_subscription_count() > 0 and bool(states), 15.0), \
+        controller.log()
+
+    def report(seq, ahead_s):
+        now = ros_node.get_clock().now()
+        msg = PipelineStats(stage='cloud_rx', seq=seq, frame_bytes=4000)
+        msg.header.stamp = now.to_msg()
+        msg.arrival_stamp.sec = now.to_msg().sec + ahead_s
+        pub.publish(msg)
+
+    seqs = iter(range(1, 10_000))
+    spin_until(lambda: report(next(seqs), 0), 1.0)  # a second of ordinary arrivals
+    report(next(seqs), 20_000)  # used to end the controller with an OverflowError
+    assert spin_until(lambda: report(next(seqs), 0) or states[-1].inputs_rejected >= 1, 10.0), \
+        controller.log()
+    assert controller.alive(), controller.log()
+    assert 'clocks not synchronised' in controller.log()
