@@ -39,6 +39,7 @@ def test_replay_edge_frames_decode_and_scale_changes_live(launch, ros_node, spin
     decoder = FrameDecoder()
     first = frames[0]
     assert (first.orig_width, first.orig_height, first.scale) == (480, 360, 2)
+    assert first.session_id != 0 and {f.session_id for f in frames} == {first.session_id}
     rgb = decoder.decode(first.codec, bytes(first.data), first.width, first.height)
     assert rgb.shape == (180, 240, 3)
     assert 'jpeg' in jpegs[0].format
