@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from cloudseg_ros.core.metrics import RunningConfusion
+from cloudseg_ros.inference.seg_models import load_seg_model
 from cloudseg_ros.nets.checkpoint import load_checkpoint
 from cloudseg_ros.nets.icnet import PYRAMID_FACTORS
 
@@ -56,7 +57,7 @@ class FinetuneConfig:
     max_val_items: int = 0
     scale: int = 4
     sr_checkpoint: str = ''  # base SR (train-sr output); required
-    seg_checkpoint: str = 'models/seg_icnet.pt'  # frozen segmentation net
+    seg_checkpoint: str = 'models/seg_icnet.pt'  # frozen seg net: ours, or .pt / .pt2 + YAML
     crop_h: int = 360  # large crops (full CamVid frames by default); multiples of the scale
     crop_w: int = 480
     batch_size: int = 8
@@ -110,7 +111,7 @@ def build_model(cfg: FinetuneConfig, device: torch.device):
     sr, ckpt = load_checkpoint(cfg.sr_checkpoint, 'cpu')
     if sr.config.scale != cfg.scale:
         raise ConfigError(f'{cfg.sr_checkpoint} is x{sr.config.scale}, config says x{cfg.scale}')
-    seg, _ = load_checkpoint(cfg.seg_checkpoint, 'cpu')
+    seg = load_seg_model(cfg.seg_checkpoint, 'cpu')  # ours, TorchScript or .pt2 + YAML
     base = copy.deepcopy(sr)
     for net in (base, seg):
         net.to(device).eval().requires_grad_(False)
@@ -221,7 +222,9 @@ def evaluate(sr_net: nn.Module, base: nn.Module, seg: nn.Module, val, cfg: Finet
                 psnr_base.append(psnr_torch(super_resolve(base, lr_img, cfg.bf16), hr))
                 with common.autocast(device, cfg.bf16):
                     pred = seg(sr, pyramid_for(lr_img, cfg.scale, cfg.pyramid_reuse)).argmax(1)
-                conf.update(pred.to(torch.uint8).cpu().numpy(), labels[i:i + cfg.eval_batch])
+                if seg.num_classes == val.num_classes:  # labels only fit a net of their classes
+                    conf.update(pred.to(torch.uint8).cpu().numpy(),
+                                labels[i:i + cfg.eval_batch])
         p, pb = float(torch.cat(psnr).mean()), float(torch.cat(psnr_base).mean())
         out.update({'miou' + suffix: conf.mean_iou(), 'psnr' + suffix: p,
                     'psnr_base' + suffix: pb, 'psnr_drop' + suffix: pb - p})

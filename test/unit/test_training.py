@@ -297,3 +297,45 @@ def test_train_sr_and_finetune_entry_points(camvid, tmp_path):
     assert ckpt['model_type'] == 'carn' and model.config.scale == 2
     assert {'miou', 'psnr', 'psnr_drop'} <= set(ckpt['metrics'])
     assert finetune_sr.main(['--out', ft_out, '--set', 'sr_checkpoint=']) == 2
+
+
+def test_train_seg_robust_recipe_with_held_out_drive(camvid, tmp_path):
+    """Degraded views + consistency + EMA; a held-out drive scores and selects best.pt."""
+    with open(os.path.join(camvid, 'frames.csv'), 'w') as f:
+        f.write('split,stem,sequence,frame_30hz,time_s\n')
+        f.writelines(f'train,f{i:03d},{"B" if i == 3 else "A"},{i},0\n' for i in range(4))
+    out = str(tmp_path / 'seg')
+    assert train_seg_main(['--out', out, '--device', 'cpu', '--set', f'data={camvid}',
+                           '--set', 'width=8', '--set', 'batch_size=2', '--set', 'crop_h=32',
+                           '--set', 'crop_w=32', '--set', 'steps=3', '--set', 'eval_every=3',
+                           '--set', 'degrade_variants=2', '--set', 'ema_decay=0.9',
+                           '--set', 'holdout_sequences=B']) == 0
+    _, ckpt = load_checkpoint(os.path.join(out, 'best.pt'))
+    metrics = ckpt['metrics']
+    assert {'miou', 'holdout_miou', 'agree_jpeg50'} <= set(metrics)
+    assert 0.0 <= metrics['agree_jpeg50'] <= 1.0
+    assert ckpt['train_config']['holdout_sequences'] == 'B'
+
+
+def test_finetune_x3_on_decoded_lr_reports_jpeg_metrics(camvid, tmp_path):
+    """x3 (no pyramid branch) end to end on codec-decoded LR; metrics on JPEG q50 LR too."""
+    from cloudseg_ros.training import finetune_sr, train_seg, train_sr
+    sr_out, seg_out, ft_out = (str(tmp_path / n) for n in ('sr', 'seg', 'ft'))
+    sets = ['--device', 'cpu', '--set', f'data={camvid}', '--set', 'steps=2',
+            '--set', 'log_every=1', '--set', 'eval_every=0', '--set', 'scale=3',
+            '--set', 'codec_variants=2']
+    assert train_sr.main(['--out', sr_out, '--set', 'channels=8', '--set', 'num_cascades=1',
+                          '--set', 'groups=2', '--set', 'patch=24', '--set', 'batch_size=2']
+                         + sets) == 0
+    _, ckpt = load_checkpoint(os.path.join(sr_out, 'last.pt'))
+    assert {'psnr', 'psnr_jpeg50', 'psnr_jpeg50_bilinear'} <= set(ckpt['metrics'])
+    assert train_seg.main(['--out', seg_out, '--device', 'cpu', '--set', f'data={camvid}',
+                           '--set', 'steps=1', '--set', 'width=8', '--set', 'batch_size=2',
+                           '--set', 'crop_h=32', '--set', 'crop_w=32']) == 0
+    assert finetune_sr.main(['--out', ft_out, '--set', f'sr_checkpoint={sr_out}/last.pt',
+                             '--set', f'seg_checkpoint={seg_out}/best.pt',
+                             '--set', 'crop_h=36', '--set', 'crop_w=48',
+                             '--set', 'batch_size=2'] + sets) == 0
+    model, ckpt = load_checkpoint(os.path.join(ft_out, 'last.pt'))
+    assert model.config.scale == 3
+    assert {'miou', 'miou_jpeg50', 'psnr_drop_jpeg50'} <= set(ckpt['metrics'])
