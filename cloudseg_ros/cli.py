@@ -15,6 +15,7 @@ COMMANDS = {
     'train-seg': ('cloudseg_ros.training.train_seg', 'train the ICNet-style segmentation net'),
     'train-sr': ('cloudseg_ros.training.train_sr', 'train base SR (CARN) on LR/HR pairs'),
     'finetune-sr': ('cloudseg_ros.training.finetune_sr', 'analytics-aware SR fine-tuning'),
+    'adapt': ('cloudseg_ros.training.adapt', 'adapt aware SR to a new camera, no labels'),
     'eval': ('cloudseg_ros.training.evaluate', 'mIoU/PSNR/SSIM table (paper Table 1)'),
     'profile': ('cloudseg_ros.tools.profile', 'offline configuration profile, Pareto front'),
     'bench-stream': ('cloudseg_ros.tools.bench_stream', 'bandwidth vs accuracy (paper Fig. 5)'),

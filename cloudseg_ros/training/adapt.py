@@ -1,0 +1,352 @@
+"""`cloudseg adapt`: adapt the analytics-aware SR net to a new camera, without labels.
+
+The recipe is finetune-sr's (the same `train_step`, adaptive lambda, PSNR guard and final blend
+toward the base net), run on the user's own frames: the teacher is the segmentation net's
+output on the full-resolution frame, LR is what the uplink delivers (decoded JPEG / H.264
+copies made once before training, `codec_data`), and training starts from the shipped aware
+net `<models>/sr_carnm_x{S}_aware.pt`; the base net `<models>/sr_carnm_x{S}.pt` is the PSNR
+reference. With `--set holdout_frac=F` the last share F of the frames is kept out of training
+and the agreement mIoU of seg(SR(decoded LR)) with seg(HR) on them is reported before and after
+adaptation, at fixed codec settings (JPEG q `eval_jpeg_quality`, H.264 CRF `eval_h264_crf`).
+
+--out becomes a complete models folder (usable as `--models` and as the cloud's models_dir):
+the segmentation model, the adapted `sr_carnm_x{S}_aware.pt`, every other SR file of the source
+folder unchanged, and `adapt.json`. Training state lives in `<out>/.adapt_work` for --resume.
+
+    cloudseg adapt --input robot_cam.mp4 --scale 4 --out models_robot \
+        --max-frames 600 --set holdout_frac=0.3
+"""
+import argparse
+import dataclasses
+import glob
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from cloudseg_ros.core.metrics import RunningConfusion
+from cloudseg_ros.inference import model_files
+from cloudseg_ros.inference.seg_models import load_seg_model, SegModel, sidecar_yaml
+from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as save_net
+
+from . import common
+from .augment import to_float_nchw
+from .codec_data import build_lr_variants, CodecRange, crop_to_scale
+from .config import (add_common_args, config_dict, ConfigError, load_config, resolve_device,
+                     seed_everything)
+from .datasets import group_by_size, load_frames
+from .finetune_sr import blend_to_psnr_budget, FinetuneConfig, Lambda, pyramid_for, train_step
+from .losses import psnr_torch
+from .train_sr import decoded_lr_pools, FramePools, save_checkpoint, super_resolve
+
+WORK_DIR = '.adapt_work'  # inside --out: last.pt, best.pt, train_state.pt, before.json
+REPORT_FILE = 'adapt.json'
+# Keys the command line sets (--input, --scale, --max-frames, --models, --seg-model).
+_CLI_KEYS = ('data', 'train_split', 'extra_frames', 'max_train_items', 'val_split',
+             'max_val_items', 'scale', 'sr_checkpoint', 'seg_checkpoint')
+
+
+@dataclass
+class AdaptConfig(FinetuneConfig):
+    """finetune-sr's keys (data keys filled from the command line) plus the held-out split."""
+
+    data: str = ''  # unused: frames come from --input (stored as extra_frames)
+    train_split: str = ''
+    val_split: str = ''
+    seg_checkpoint: str = ''
+    holdout_frac: float = 0.0  # last share of the frames kept out of training, for evaluation
+    eval_jpeg_quality: int = 50  # codec settings of the held-out evaluation
+    eval_h264_crf: int = 28
+
+
+@dataclass
+class Holdout:
+    """Held-out frames of one size: HR, the teacher's masks, and LR per eval codec."""
+
+    hr: np.ndarray  # (N, H, W, 3) uint8, sides divisible by the scale
+    teacher: np.ndarray  # (N, H, W) uint8: argmax of seg(HR)
+    lr: Dict[str, np.ndarray]  # suffix ('_jpeg50', '_h264crf28') -> (N, H/s, W/s, 3) uint8
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The adapt command line (the training options plus input, scale and model folders)."""
+    parser = argparse.ArgumentParser(prog='cloudseg adapt', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--input', required=True, help='video file or image folder')
+    parser.add_argument('--scale', type=int, required=True, choices=(2, 3, 4))
+    parser.add_argument('--models', default='',
+                        help="source models folder (default: the package's models/)")
+    parser.add_argument('--seg-model', default='',
+                        help='segmentation model (default: <models>/seg_icnet.pt); ours, or a '
+                             'TorchScript / .pt2 file with its YAML')
+    parser.add_argument('--max-frames', type=int, default=0, help='use the first N frames')
+    add_common_args(parser, '')
+    return parser.parse_args(None if argv is None else list(argv))
+
+
+def default_models_dir() -> str:
+    """model_files.default_models_dir(), or the checkout's models/ where it cannot search."""
+    try:
+        return model_files.default_models_dir()
+    except OSError:  # ament_index without AMENT_PREFIX_PATH (a plain venv)
+        return os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..', 'models'))
+
+
+def build_config(args: argparse.Namespace) -> AdaptConfig:
+    """Defaults <- --config <- --set, then the command-line keys; checks what can be checked."""
+    cfg = load_config(AdaptConfig, args.config, args.overrides)
+    clash = [k for k in _CLI_KEYS if getattr(cfg, k) != getattr(AdaptConfig(), k)]
+    if clash:
+        raise ConfigError(f'{", ".join(clash)}: set by --input/--scale/--max-frames/--models/'
+                          f'--seg-model, not --set')
+    if not args.out:
+        raise ConfigError('--out DIR is required (it becomes a models folder)')
+    if not 0.0 <= cfg.holdout_frac < 1.0:
+        raise ConfigError(f'holdout_frac must be in [0, 1), got {cfg.holdout_frac}')
+    models = args.models or default_models_dir()
+    if os.path.realpath(models) == os.path.realpath(args.out):
+        raise ConfigError('--out must differ from the source models folder')
+    return dataclasses.replace(
+        cfg, extra_frames=args.input, max_train_items=max(0, args.max_frames), scale=args.scale,
+        sr_checkpoint=os.path.join(models, model_files.sr_file(args.scale, 'aware')),
+        seg_checkpoint=args.seg_model or model_files.seg_checkpoint(models))
+
+
+def load_split(cfg: AdaptConfig) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """(training frames, held-out frames): frames [0, (1 - holdout_frac) N) train."""
+    frames = load_frames(cfg.extra_frames, cfg.max_train_items or None)
+    if not frames:
+        raise FileNotFoundError(f'no frames in {cfg.extra_frames}')
+    n_train = len(frames)
+    if cfg.holdout_frac > 0:
+        n_train = min(len(frames) - 1, max(1, int(round((1 - cfg.holdout_frac) * len(frames)))))
+    if n_train < 1:
+        raise ConfigError(f'{len(frames)} frame(s): too few to hold out {cfg.holdout_frac:g}')
+    h, w = frames[0].shape[:2]
+    print(f'adapt: {len(frames)} frames from {cfg.extra_frames} ({w}x{h}): {n_train} train, '
+          f'{len(frames) - n_train} held out', flush=True)
+    return frames[:n_train], frames[n_train:]
+
+
+def fit_crop(cfg: AdaptConfig, groups: Sequence[np.ndarray]) -> AdaptConfig:
+    """Crop sides clipped to the smallest frame, as multiples of the scale."""
+    h = min([cfg.crop_h] + [g.shape[1] for g in groups])
+    w = min([cfg.crop_w] + [g.shape[2] for g in groups])
+    h, w = h - h % cfg.scale, w - w % cfg.scale
+    if h < 4 * cfg.scale or w < 4 * cfg.scale:
+        raise ConfigError(f'frames of {w}x{h} are too small for x{cfg.scale}')
+    return dataclasses.replace(cfg, crop_h=h, crop_w=w)
+
+
+def build_models(cfg: AdaptConfig, device: torch.device
+                 ) -> Tuple[nn.Module, nn.Module, SegModel]:
+    """(trainable aware SR, frozen base SR as the PSNR reference, frozen seg model)."""
+    base_path = os.path.join(os.path.dirname(cfg.sr_checkpoint),
+                             model_files.sr_file(cfg.scale, 'base'))
+    sr, _ = load_checkpoint(cfg.sr_checkpoint, 'cpu')
+    base, _ = load_checkpoint(base_path, 'cpu')
+    for path, net in ((cfg.sr_checkpoint, sr), (base_path, base)):
+        if net.config.scale != cfg.scale:
+            raise ConfigError(f'{path} is x{net.config.scale}, not x{cfg.scale}')
+    if sr.config != base.config:
+        raise ConfigError(f'{cfg.sr_checkpoint} and {base_path} differ in architecture: the '
+                          f'final blend needs the same network')
+    seg = load_seg_model(cfg.seg_checkpoint, device)
+    seg.eval().requires_grad_(False)
+    base.to(device).eval().requires_grad_(False)
+    sr.to(device).train()
+    if cfg.channels_last:
+        for net in (sr, base) + ((seg,) if seg.kind == 'icnet' else ()):
+            net.to(memory_format=torch.channels_last)
+    return sr, base, seg
+
+
+def build_pools(frames: Sequence[np.ndarray], cfg: AdaptConfig,
+                device: torch.device) -> FramePools:
+    """Training HR frames and their decoded LR variants on the device."""
+    groups = [crop_to_scale(g, cfg.scale) for g in group_by_size(frames)]
+    weights = torch.tensor([float(len(g)) for g in groups])
+    return FramePools([common.to_device_stack(g, device) for g in groups],
+                      weights / weights.sum(), np.zeros((0, 1, 1, 3), np.uint8),
+                      decoded_lr_pools(groups, cfg, device, 'adapt'))
+
+
+def eval_codecs(cfg: AdaptConfig) -> Dict[str, CodecRange]:
+    """The fixed codec settings of the held-out evaluation, by metric suffix."""
+    q, crf = cfg.eval_jpeg_quality, cfg.eval_h264_crf
+    return {f'_jpeg{q}': CodecRange(('jpeg',), (q, q)),
+            f'_h264crf{crf}': CodecRange(('h264',), h264_crf=(crf, crf))}
+
+
+@torch.no_grad()
+def build_holdout(frames: Sequence[np.ndarray], seg: SegModel, cfg: AdaptConfig,
+                  device: torch.device) -> List[Holdout]:
+    """Held-out frames per size with the teacher's masks and their decoded LR per codec."""
+    out = []
+    for group in (crop_to_scale(g, cfg.scale) for g in group_by_size(frames)):
+        teacher = []
+        for i in range(0, len(group), cfg.eval_batch):
+            hr = to_float_nchw(torch.from_numpy(group[i:i + cfg.eval_batch]).to(device))
+            with common.autocast(device, cfg.bf16):
+                teacher.append(seg(hr).argmax(1).to(torch.uint8).cpu().numpy())
+        lr = {suffix: build_lr_variants(group, cfg.scale, 1, codec)[:, 0]
+              for suffix, codec in eval_codecs(cfg).items()}
+        out.append(Holdout(group, np.concatenate(teacher), lr))
+    if out:
+        print(f'adapt: held-out teacher masks and LR ({", ".join(out[0].lr)}) for '
+              f'{sum(len(h.hr) for h in out)} frames', flush=True)
+    return out
+
+
+@torch.no_grad()
+def agreement(sr_net: nn.Module, seg: SegModel, holdout: Sequence[Holdout], cfg: AdaptConfig,
+              device: torch.device) -> Dict[str, float]:
+    """Agreement mIoU of seg(SR(decoded LR)) with seg(HR), and PSNR of SR, per eval codec."""
+    if not holdout:
+        return {}
+    out: Dict[str, float] = {}
+    for suffix in holdout[0].lr:
+        conf = RunningConfusion(seg.num_classes, None)
+        psnr = []
+        with common.eval_mode(sr_net):
+            for part in holdout:
+                for i in range(0, len(part.hr), cfg.eval_batch):
+                    hr = to_float_nchw(torch.from_numpy(part.hr[i:i + cfg.eval_batch]).to(device))
+                    lr_img = to_float_nchw(
+                        torch.from_numpy(part.lr[suffix][i:i + cfg.eval_batch]).to(device))
+                    sr = super_resolve(sr_net, lr_img, cfg.bf16)
+                    psnr.append(psnr_torch(sr, hr))
+                    with common.autocast(device, cfg.bf16):
+                        pred = seg(sr, pyramid_for(lr_img, cfg.scale, cfg.pyramid_reuse))
+                    conf.update(pred.argmax(1).to(torch.uint8).cpu().numpy(),
+                                part.teacher[i:i + cfg.eval_batch])
+        out['agree_miou' + suffix] = conf.mean_iou()
+        out['psnr' + suffix] = float(torch.cat(psnr).mean())
+    out['agree_miou'] = float(np.mean([v for k, v in out.items() if k.startswith('agree_')]))
+    return out
+
+
+def export_models(out_dir: str, sr_net: nn.Module, cfg: AdaptConfig, step: int,
+                  metrics: Dict[str, float]) -> List[str]:
+    """Write the adapted SR and copy the seg model and the other SR files; returns the names."""
+    source = os.path.dirname(cfg.sr_checkpoint)
+    adapted = model_files.sr_file(cfg.scale, 'aware')
+    written = [adapted]
+    save_net(os.path.join(out_dir, adapted), sr_net, 'carn', None, step, metrics,
+             config_dict(cfg), cfg.half_weights)
+    for path in sorted(glob.glob(os.path.join(source, 'sr_carnm_x*.pt'))):
+        if os.path.basename(path) != adapted:
+            shutil.copy2(path, out_dir)
+            written.append(os.path.basename(path))
+    for path in (cfg.seg_checkpoint, sidecar_yaml(cfg.seg_checkpoint)):
+        if os.path.isfile(path):
+            shutil.copy2(path, out_dir)
+            written.append(os.path.basename(path))
+    return written
+
+
+def write_report(out_dir: str, report: Dict[str, object]) -> None:
+    """adapt.json, written atomically."""
+    path = os.path.join(out_dir, REPORT_FILE)
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+        f.write('\n')
+    os.replace(path + '.tmp', path)
+
+
+def _before_metrics(work: str, resume: bool, compute) -> Dict[str, float]:
+    """Agreement of the unadapted net: measured once, kept in the work folder for --resume."""
+    path = os.path.join(work, 'before.json')
+    if resume and os.path.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    metrics = compute()
+    os.makedirs(work, exist_ok=True)
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(metrics, f)
+    return metrics
+
+
+def _fmt(metrics: Dict[str, float]) -> str:
+    keys = sorted(k for k in metrics if k.startswith('agree_miou'))
+    return ', '.join(f'{k} {metrics[k]:.4f}' for k in keys) or 'no held-out frames'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse arguments, adapt, and leave a models folder in --out."""
+    args = parse_args(argv)
+    try:
+        cfg = build_config(args)
+        return run(cfg, args.out, resolve_device(args.device), args.resume)
+    except (ConfigError, OSError) as exc:
+        print(f'adapt: {exc}', file=sys.stderr)
+        return 2
+
+
+def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> int:
+    """Load, adapt, blend, evaluate and export; returns the exit code."""
+    seed_everything(cfg.seed)
+    common.setup_backend(device)
+    work = os.path.join(out_dir, WORK_DIR)
+    train_frames, held = load_split(cfg)
+    cfg = fit_crop(cfg, group_by_size(train_frames))
+    sr_net, base, seg = build_models(cfg, device)
+    if resume:
+        resumed, _ = load_checkpoint(os.path.join(work, common.LAST_FILE), device)
+        sr_net.load_state_dict(resumed.state_dict())
+    pools = build_pools(train_frames, cfg, device)
+    holdout = build_holdout(held, seg, cfg, device)
+    before = _before_metrics(work, resume, lambda: agreement(sr_net, seg, holdout, cfg, device))
+    print(f'adapt: before: {_fmt(before)}', flush=True)
+    optimizer = common.build_optimizer(sr_net.parameters(), cfg.optimizer, cfg.lr,
+                                       cfg.weight_decay)
+    state = common.load_train_state(work, optimizer) if resume else common.LoopState()
+    lam = Lambda(float(state.extra.get('lambda', cfg.l1_weight)))
+    print(f'adapt: x{cfg.scale} from {cfg.sr_checkpoint}, seg {cfg.seg_checkpoint} '
+          f'({seg.kind}), crop {cfg.crop_w}x{cfg.crop_h}, device {device}, '
+          f'from step {state.step}', flush=True)
+    metrics = _train(sr_net, base, seg, optimizer, pools, holdout, lam, state, cfg, device, work)
+    blend: Dict[str, float] = {}
+    if cfg.final_max_drop_db > 0:
+        frames = pools.pools[0][::max(1, len(pools.pools[0]) // max(1, cfg.blend_frames))]
+        blend = blend_to_psnr_budget(sr_net, base, frames, cfg.scale, cfg.final_max_drop_db,
+                                     cfg.bf16)
+        metrics = agreement(sr_net, seg, holdout, cfg, device)
+    metrics = {**metrics, **blend, 'lambda': lam.value}
+    written = export_models(out_dir, sr_net, cfg, state.step, metrics)
+    write_report(out_dir, {
+        'source_models': os.path.dirname(cfg.sr_checkpoint), 'seg_model': cfg.seg_checkpoint,
+        'input': cfg.extra_frames, 'scale': cfg.scale, 'frames_train': len(train_frames),
+        'frames_holdout': len(held), 'holdout_frac': cfg.holdout_frac, 'steps': state.step,
+        'train_s': round(state.elapsed_s, 1), 'before': before, 'after': metrics,
+        'blend_alpha': blend.get('blend_alpha'), 'psnr_drop_db': blend.get('train_psnr_drop'),
+        'eval_codecs': list(eval_codecs(cfg)), 'files': written})
+    print(f'adapt: done at step {state.step} in {state.elapsed_s:.0f}s; after: {_fmt(metrics)}'
+          f' (before: {_fmt(before)}); wrote {out_dir}', flush=True)
+    return 0
+
+
+def _train(sr_net: nn.Module, base: nn.Module, seg: SegModel,
+           optimizer: torch.optim.Optimizer, pools: FramePools, holdout: Sequence[Holdout],
+           lam: Lambda, state: common.LoopState, cfg: AdaptConfig, device: torch.device,
+           work: str) -> Dict[str, float]:
+    """finetune-sr's loop on the adaptation frames; checkpoints go to `work`."""
+    def checkpoint(st: common.LoopState, metrics: Dict[str, float]) -> None:
+        st.extra['lambda'] = lam.value
+        save_checkpoint(work, sr_net, optimizer, st, metrics, cfg,
+                        metric='agree_miou' if holdout else 'none')
+
+    spec = common.LoopSpec(cfg.steps, cfg.time_budget_s, cfg.log_every, cfg.eval_every, cfg.lr,
+                           cfg.schedule, cfg.warmup_frac)
+    metrics = common.run_loop(
+        spec, state, optimizer,
+        lambda step: train_step(sr_net, base, seg, optimizer, pools, lam, cfg, device),
+        lambda: agreement(sr_net, seg, holdout, cfg, device), checkpoint, 'adapt')
+    return {k: v for k, v in metrics.items() if not math.isnan(v)}

@@ -1,0 +1,139 @@
+"""`cloudseg adapt` on the CPU: tiny random-init models, a few synthetic frames, a few steps."""
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cloudseg_ros.inference import model_files
+from cloudseg_ros.inference.engine import EngineConfig, EngineInput, SegEngine
+from cloudseg_ros.nets.checkpoint import build_model, load_checkpoint, save_checkpoint
+from cloudseg_ros.training import adapt, common
+from cloudseg_ros.training.config import load_config
+from cloudseg_ros.training.finetune_sr import Lambda, train_step
+
+NUM_CLASSES = 5
+TINY_CARN = {'channels': 8, 'num_cascades': 1, 'blocks_per_cascade': 1, 'mobile': True,
+             'groups': 2}
+H, W = 64, 96
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """One intra-op thread: tiny convolutions only pay for thread hand-offs on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def models_dir(tmp_path_factory):
+    """seg_icnet.pt + base and aware CARN-M x2, and a base x4 (copied unchanged)."""
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp('models')
+    save_checkpoint(root / model_files.SEG_FILE, build_model(
+        'icnet', {'num_classes': NUM_CLASSES, 'width': 4, 'low_blocks': 1}), 'icnet')
+    for scale, variants in ((2, ('base', 'aware')), (4, ('base',))):
+        net = build_model('carn', {'scale': scale, **TINY_CARN})
+        for variant in variants:
+            torch.nn.init.normal_(net.exit.weight, std=0.05)  # aware differs from base
+            save_checkpoint(root / model_files.sr_file(scale, variant), net, 'carn')
+    return str(root)
+
+
+@pytest.fixture(scope='module')
+def frames_dir(tmp_path_factory):
+    """Eight PNG frames of a panning scene: blocks of colour plus a gradient and noise."""
+    root = tmp_path_factory.mktemp('frames')
+    rng = np.random.default_rng(0)
+    scene = np.repeat(np.repeat(rng.integers(0, 256, (H // 8, 2 * W // 8, 3)), 8, 0), 8, 1)
+    for i in range(8):
+        img = scene[:, 4 * i:4 * i + W] * 0.8 + np.linspace(0, 50, W)[None, :, None]
+        img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / f'f{i:03d}.png'), img)
+    return str(root)
+
+
+def _args(models_dir, frames_dir, out, steps):
+    sets = [f'steps={steps}', 'log_every=1', 'eval_every=0', 'batch_size=2', 'codec_variants=2',
+            'holdout_frac=0.25', 'blend_frames=4', 'lr=3e-3']
+    return (['--input', frames_dir, '--scale', '2', '--models', models_dir, '--out', out,
+             '--device', 'cpu'] + [a for s in sets for a in ('--set', s)])
+
+
+@pytest.fixture(scope='module')
+def adapted(models_dir, frames_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('adapted') / 'models_cam')
+    assert adapt.main(_args(models_dir, frames_dir, out, 3)) == 0
+    return out
+
+
+def test_output_is_a_complete_models_folder(adapted):
+    names = set(os.listdir(adapted))
+    assert {'seg_icnet.pt', 'sr_carnm_x2_aware.pt', 'sr_carnm_x2.pt', 'sr_carnm_x4.pt',
+            'adapt.json'} <= names
+    model, ckpt = load_checkpoint(os.path.join(adapted, 'sr_carnm_x2_aware.pt'))
+    assert ckpt['model_type'] == 'carn' and ckpt['step'] == 3 and model.config.scale == 2
+    with open(os.path.join(adapted, 'adapt.json')) as f:
+        report = json.load(f)
+    assert report['scale'] == 2 and report['frames_train'] == 6
+    assert report['frames_holdout'] == 2 and report['steps'] == 3
+    for when in ('before', 'after'):
+        assert {'agree_miou', 'agree_miou_jpeg50', 'agree_miou_h264crf28'} <= set(report[when])
+        assert 0.0 <= report[when]['agree_miou'] <= 1.0
+    assert report['blend_alpha'] is not None and report['psnr_drop_db'] is not None
+
+
+def test_adapted_models_run_in_the_engine(adapted):
+    engine = SegEngine(EngineConfig(
+        seg_checkpoint=model_files.seg_checkpoint(adapted),
+        sr_checkpoints=model_files.sr_checkpoints(adapted, 'aware'), device='cpu',
+        warmup=False))
+    assert engine.supported_scales() == [1, 2]
+    lr = np.random.default_rng(1).integers(0, 256, (H // 2, W // 2, 3), dtype=np.uint8)
+    mask = engine.process([EngineInput(lr, 2, (W, H))])[0].mask
+    assert mask.shape == (H, W) and mask.dtype == np.uint8 and mask.max() < NUM_CLASSES
+
+
+def test_resume_continues_from_the_saved_step(adapted, models_dir, frames_dir, tmp_path,
+                                              capsys):
+    out = str(tmp_path / 'resumed')
+    shutil.copytree(adapted, out)
+    assert adapt.main(_args(models_dir, frames_dir, out, 5) + ['--resume']) == 0
+    assert 'from step 3' in capsys.readouterr().out
+    _, ckpt = load_checkpoint(os.path.join(out, 'sr_carnm_x2_aware.pt'))
+    assert ckpt['step'] == 5
+    state = torch.load(os.path.join(out, adapt.WORK_DIR, common.STATE_FILE), weights_only=True)
+    assert state['step'] == 5 and 'lambda' in state['extra']
+
+
+def test_train_step_lowers_the_loss_on_one_frame(models_dir, frames_dir):
+    cfg = load_config(adapt.AdaptConfig, None, [
+        'codec_variants=0', 'adaptive_lambda=false', 'batch_size=1', 'lr=3e-3'])
+    cfg = adapt.dataclasses.replace(
+        cfg, scale=2, extra_frames=frames_dir, max_train_items=1,
+        sr_checkpoint=os.path.join(models_dir, 'sr_carnm_x2_aware.pt'),
+        seg_checkpoint=os.path.join(models_dir, 'seg_icnet.pt'))
+    frames, _ = adapt.load_split(cfg)
+    cfg = adapt.fit_crop(cfg, adapt.group_by_size(frames))
+    device = torch.device('cpu')
+    torch.manual_seed(0)
+    sr, base, seg = adapt.build_models(cfg, device)
+    pools = adapt.build_pools(frames, cfg, device)  # one frame, clean LR: a near-fixed batch
+    optimizer = common.build_optimizer(sr.parameters(), 'adamw', cfg.lr, 0.0)
+    lam = Lambda(cfg.l1_weight)
+    losses = [float(train_step(sr, base, seg, optimizer, pools, lam, cfg, device)['loss'].detach())
+              for _ in range(10)]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_command_line_keys_cannot_be_set(models_dir, frames_dir, tmp_path, capsys):
+    args = _args(models_dir, frames_dir, str(tmp_path / 'o'), 1) + ['--set', 'scale=3']
+    assert adapt.main(args) == 2
+    assert 'scale' in capsys.readouterr().err
+    args = _args(models_dir, models_dir, models_dir, 1)
+    assert adapt.main(args) == 2
