@@ -74,7 +74,8 @@ def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin
                     encoding='rgb8', step=480 * 3)
         msg.data = _scene(t).tobytes()
         pub.publish(msg)
-        return len(masks) >= 2 and colors and pngs and stats
+        # The PNG and the raw mask of one frame are separate topics: either may arrive first.
+        return len(masks) >= 2 and colors and stats and _same_stamp(pngs, masks)
 
     assert spin_until(publish, 60.0), cloud.log() + edge.log()
     mask = masks[-1]
@@ -84,13 +85,17 @@ def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin
     ids = np.frombuffer(mask.data, np.uint8)
     assert ids.max() < 11
     assert colors[-1].encoding == 'rgb8' and image_msg_to_rgb(colors[-1]).shape == (360, 480, 3)
-    png = pngs[-1]
+    png, same = _same_stamp(pngs, masks)[0]
     assert 'png' in png.format
-    same = [m for m in masks if m.header.stamp == png.header.stamp]
-    assert same and np.array_equal(decode_mask_png(png.data),
-                                   np.frombuffer(same[0].data, np.uint8).reshape(360, 480))
+    assert np.array_equal(decode_mask_png(png.data),
+                          np.frombuffer(same.data, np.uint8).reshape(360, 480))
     assert {s.stage for s in stats} == {'cloud', 'cloud_rx'}
     assert all(s.latency_ms > 0 for s in stats)
+
+
+def _same_stamp(pngs, masks):
+    """(PNG mask, raw mask) pairs of the same frame received so far."""
+    return [(p, m) for p in list(pngs) for m in list(masks) if m.header.stamp == p.header.stamp]
 
 
 SESSION = 0x5EED
