@@ -26,9 +26,15 @@ Delivery rate (the capacity measurement)
     last few frames (bytes over their arrival spread): neither a window still holding frames
     from before a drop nor a few frames that arrived bunched together can inflate it alone.
 
-Rate control (AIMD with an upper probe)
-    - overuse: ``estimate = min(estimate, decrease_factor * delivery rate)``, at most once per
-      ``window_s`` (each decrease needs a fresh measurement of the rate);
+Rate control (AIMD with an upper probe, and the delivered rate as a floor)
+    - what arrived is a floor: the link carried it, so the estimate never falls below the
+      delivery rate of the last ``window_s`` (GCC's ``beta * rate`` cut would; here the policy's
+      headroom keeps the sender below the estimate, which is what drains a queue). Without the
+      floor a cut to ~0 (a start-up read as loss, a burst of late frames) left the estimate at
+      ``min_kbps`` while 250 kbit/s arrived, and the multiplicative increase climbed from there
+      at a few kbit/s per second (issue 12);
+    - overuse: ``estimate = min(estimate, delivery rate)`` (the robust rate below), at most once
+      per ``window_s`` (each decrease needs a fresh measurement of the rate);
     - underuse: hold (as GCC does), because the queue is draining and an increase would
       refill it; increasing here too left standing queues of ~1.5 s at 1 Mbit/s in simulation;
     - normal: multiplicative increase at ``increase_per_s`` (+8 %/s), doubling every
@@ -42,7 +48,9 @@ Rate control (AIMD with an upper probe)
       ``(1 - loss / 2)`` (GCC's loss rule), for buffers that overflow before delay shows;
     - silence longer than ``stall_timeout_s`` (the robot sends a FORCED frame at least every
       few seconds, so this means a broken link) decays the estimate by ``decrease_factor`` per
-      second, so the policy resumes with a cautious configuration.
+      second, so the policy resumes with a cautious configuration;
+    - the sender's own report that its recent frames did not arrive (:meth:`on_undelivered`,
+      core/delivery.py) cuts the estimate to the rate that did arrive.
 
 Measured on the synthetic link of test/unit/test_bandwidth.py (15 fps, +-25 % frame sizes,
 double-size key frames, 250 kB buffer, sender at 80 % of the estimate): after an 8 -> 1 Mbit/s
@@ -127,7 +135,7 @@ class BandwidthEstimatorConfig:
     delay_smoothing: float = 0.9  # EWMA weight of the past on size-corrected delays (GCC: 0.9)
     overuse_slope_ms_per_s: float = 20.0  # delay growth (ms per s) that means a queue is filling
     overuse_min_frames: int = 2  # consecutive frames over the threshold before overuse
-    decrease_factor: float = 0.85  # estimate = this * delivery rate on overuse
+    decrease_factor: float = 0.85  # decay per second of silence past stall_timeout_s
     increase_per_s: float = 0.08  # initial multiplicative increase in normal state, per second
     ramp_doubling_s: float = 1.0  # the increase rate doubles every this many s of normal state
     max_increase_per_s: float = 0.5  # upper bound of the accelerating increase, per second
@@ -251,7 +259,8 @@ class BandwidthEstimator:
         if not self._can_decrease(now_s):
             return
         cfg = self._config
-        self._estimate = min(self._estimate, cfg.decrease_factor * max(delivered_kbps, 0.0))
+        # Cut to what was delivered, not below it: that rate did arrive (module docstring).
+        self._estimate = min(self._estimate, max(delivered_kbps, 0.0))
         self._estimate = min(max(self._estimate, cfg.min_kbps), cfg.max_kbps)
         self._last_decrease_s = now_s
         self._normal_since_s = None
@@ -314,7 +323,7 @@ class BandwidthEstimator:
             if self._can_decrease(now_s):
                 measured = self._robust_rate_kbps()
                 if measured is not None:
-                    self._estimate = min(self._estimate, cfg.decrease_factor * measured)
+                    self._estimate = min(self._estimate, measured)
                     self._last_decrease_s = now_s
         elif self._state == 'underuse':
             self._normal_since_s = None
@@ -324,7 +333,7 @@ class BandwidthEstimator:
         if loss > cfg.loss_threshold and self._can_decrease(now_s):
             self._estimate *= 1.0 - 0.5 * loss
             self._last_decrease_s = now_s
-        self._estimate = min(max(self._estimate, cfg.min_kbps), cfg.max_kbps)
+        self._estimate = min(max(self._estimate, self.delivered_floor_kbps), cfg.max_kbps)
 
     def _can_decrease(self, now_s: float) -> bool:
         """At most one decrease per ``window_s``: each needs a fresh rate measurement."""
@@ -405,6 +414,19 @@ class BandwidthEstimator:
             return 0.0
         rate = self._rate_kbps(self._frames[-1].arrival_s - self._config.window_s)
         return 0.0 if rate is None else rate
+
+    @property
+    def delivered_floor_kbps(self) -> float:
+        """What the link demonstrably carried lately, in kbps: the estimate never goes lower.
+
+        The robust rate (the lesser of the window and the last frames' dispersion rate, see the
+        module docstring), so that a window still holding frames from before a drop does not
+        hold the estimate up; ``min_kbps`` if nothing is measured yet.
+        """
+        if not self._frames:
+            return self._config.min_kbps
+        rate = self._robust_rate_kbps()
+        return max(self._config.min_kbps, 0.0 if rate is None else rate)
 
     @property
     def loss_ratio(self) -> float:

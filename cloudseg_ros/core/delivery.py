@@ -5,6 +5,11 @@ everything (a rate collapse with frames larger than the queue: every frame loses
 nothing arrives and the estimator has no news for seconds. The robot knows what it sent, so
 "sent more than `timeout_s` ago and not reported by the cloud" is a congestion signal that needs
 no arrivals at all.
+
+Start-up is not a loss: frames sent before the first arrival report (DDS still discovering the
+cloud, the cloud still loading, or its reports not yet flowing back) say nothing about the
+link, so only frames from the first reported sequence number on are judged. The first report
+is the evidence that both directions work; from then on a missing report is a missing frame.
 """
 from collections import OrderedDict
 from typing import Optional
@@ -23,7 +28,12 @@ class DeliveryTracker:
         self.timeout_s = timeout_s
         self.window_s = window_s
         self.late_fraction = late_fraction
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every frame (the sender restarted: its sequence numbers start again)."""
         self._sent: 'OrderedDict[int, tuple]' = OrderedDict()  # seq -> (sent_s, bytes, arrived)
+        self._first_reported: Optional[int] = None  # frames before it are not judged
 
     def on_sent(self, seq: int, sent_s: float, size_bytes: int) -> None:
         """Record a frame the robot sent (robot clock)."""
@@ -33,6 +43,8 @@ class DeliveryTracker:
 
     def on_arrived(self, seq: int) -> None:
         """Record that the cloud reported the frame (arrival reports may precede send reports)."""
+        if self._first_reported is None:
+            self._first_reported = seq
         sent_s, size, _ = self._sent.get(seq, (float('nan'), 0, True))
         self._sent[seq] = (sent_s, size, True)
 
@@ -40,12 +52,14 @@ class DeliveryTracker:
         """Delivered kbps over the judged window if most of its frames are late, else None.
 
         The window is [now - timeout - window, now - timeout]: frames young enough to still be in
-        flight are not judged.
+        flight are not judged, nor frames sent before the first arrival report (start-up).
         """
+        if self._first_reported is None:
+            return None
         end_s = now_s - self.timeout_s
         start_s = end_s - self.window_s
-        judged = [(size, arrived) for sent_s, size, arrived in self._sent.values()
-                  if start_s <= sent_s < end_s]
+        judged = [(size, arrived) for seq, (sent_s, size, arrived) in self._sent.items()
+                  if start_s <= sent_s < end_s and seq >= self._first_reported]
         if not judged:
             return None
         late = sum(1 for _, arrived in judged if not arrived)

@@ -1,10 +1,14 @@
 """Adaptive controller: estimates the uplink and retunes the edge node through its parameters.
 
-Watches `cloud_stats` (arrivals for the bandwidth estimate, probe agreement for the accuracy
-watchdog), `mask/compressed` (end-to-end latency on this robot's clock) and `edge_stats` (what
-the robot sends). Every `update_period_s` it picks the profile entry that fits the estimate
-(core/policy.py) and, when it changes, sets the edge node's parameters through its parameter
-services, which is what `ros2 param set` does. Publishes `controller_state` (latched).
+Watches `cloud_stats` (arrivals for the bandwidth estimate, the cloud's queue and inference
+time, probe agreement for the accuracy watchdog), `mask/compressed` (end-to-end latency on this
+robot's clock) and `edge_stats` (what the robot sends). Every `update_period_s` it picks the
+profile entry that fits (core/uplink.py: estimator, sent-vs-arrived tracker, latency split,
+policy) and sets the edge node's parameters through its parameter services, which is what
+`ros2 param set` does. The configuration counts as applied only once the edge has acknowledged
+it: until then it is (re)sent every update, as soon as the edge's service is there; it is sent
+again when the edge restarts (its sequence numbers start again, or its service reappears).
+Publishes `controller_state` (latched).
 """
 import math
 from dataclasses import dataclass
@@ -13,11 +17,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
-from cloudseg_ros.core.bandwidth import BandwidthEstimator
-from cloudseg_ros.core.delivery import DeliveryTracker
 from cloudseg_ros.core.peer_input import printable, stamp_plausible
-from cloudseg_ros.core.policy import Policy, PolicyConfig
+from cloudseg_ros.core.policy import LatencyTracker, PolicyConfig
 from cloudseg_ros.core.profile import load_profile
+from cloudseg_ros.core.uplink import UplinkController
 from cloudseg_ros.msg import ControllerState, PipelineStats
 from cloudseg_ros.paths import package_file
 from cloudseg_ros.ros import qos
@@ -56,6 +59,8 @@ PARAMS = (
 # Reports may come late (a congested link queues them) but one about a frame older than this
 # describes a link that no longer exists.
 MAX_REPORT_AGE_S = 60.0
+# A set_parameters request unanswered this long is given up and sent again.
+SET_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,6 @@ class ControllerNode(Node):
         self._binder = ParamBinder(self, PARAMS, values, ControllerSettings.from_values,
                                    self._apply)
         self.settings = self._binder.config
-        self.estimator = BandwidthEstimator()
-        self.delivery = DeliveryTracker()
         self._inputs_rejected = 0
         guard = CallbackGuard(self.get_logger())
         self._guarded = lambda name, cb: guard.wrap(name, cb, self._count_rejected)
@@ -96,10 +99,13 @@ class ControllerNode(Node):
             # Stay up (parameters, introspection) but say clearly why nothing is retuned.
             self.get_logger().error(f'no profile, the edge will not be retuned: {err}')
             return
-        self.policy = Policy(self.profile.front, self.settings.policy)
+        self.uplink = UplinkController(self.profile.front, self.settings.policy)
         self.edge = RemoteParams(self, self._resolve(values['edge_node']))
-        self._latency_ms = math.nan
+        self._end_to_end = LatencyTracker()
         self._accuracy = math.nan
+        self._applied = None  # edge parameters the edge acknowledged (None: not yet / lost)
+        self._pending = None  # (parameters, sent at s) of the request in flight
+        self._edge_was_ready = False
         self._sent_bytes = []  # (time_s, bytes) of the last seconds, from edge_stats
         self._state_pub = self.create_publisher(ControllerState, 'controller_state', qos.STATUS)
         self.create_subscription(PipelineStats, 'cloud_stats',
@@ -121,8 +127,8 @@ class ControllerNode(Node):
 
     def _apply(self, settings: ControllerSettings) -> None:
         self.settings = settings
-        if hasattr(self, 'policy'):
-            self.policy.set_config(settings.policy)
+        if hasattr(self, 'uplink'):
+            self.uplink.policy.set_config(settings.policy)
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -148,58 +154,91 @@ class ControllerNode(Node):
     def _on_cloud_stats(self, msg: PipelineStats) -> None:
         plausible = self._plausible('cloud_stats', msg.header.stamp, msg.arrival_stamp)
         if msg.stage == 'cloud_rx':
-            self.delivery.on_arrived(msg.seq)  # it did arrive, whatever its stamps say
-            if plausible:
-                self.estimator.on_frame(stamp_to_s(msg.header.stamp),
-                                        stamp_to_s(msg.arrival_stamp), msg.frame_bytes, msg.seq)
+            # It did arrive, whatever its stamps say; implausible stamps stay out of the math.
+            stamps = ((stamp_to_s(msg.header.stamp), stamp_to_s(msg.arrival_stamp))
+                      if plausible else (None, None))
+            self.uplink.on_arrival(msg.seq, *stamps, msg.frame_bytes)
         elif plausible and 0.0 <= msg.probe_agreement_miou <= 1.0:  # NaN: not a probe
             self._accuracy = msg.probe_agreement_miou
+        elif plausible and msg.stage == 'cloud':
+            self.uplink.on_cloud_timing(_stamp_ns(msg.header.stamp), msg.queue_ms,
+                                        msg.inference_ms)
 
     def _on_edge_stats(self, msg: PipelineStats) -> None:
         now_s = self._now_s()
-        self.delivery.on_sent(msg.seq, now_s, msg.frame_bytes)
+        if self.uplink.on_sent(now_s, msg.seq, msg.frame_bytes):
+            self.get_logger().info('edge restarted (sequence numbers start again): '
+                                   're-applying its configuration')
+            self._applied = None
         self._sent_bytes.append((now_s, msg.frame_bytes))
         self._sent_bytes = [(t, b) for t, b in self._sent_bytes if now_s - t <= 2.0]
 
     def _on_mask(self, msg: CompressedImage) -> None:
         if self._plausible('mask', msg.header.stamp):
-            self._latency_ms = (self._now_s() - stamp_to_s(msg.header.stamp)) * 1e3
+            now_s = self._now_s()
+            latency_ms = (now_s - stamp_to_s(msg.header.stamp)) * 1e3
+            self._end_to_end.add(now_s, latency_ms)
+            self.uplink.on_mask(_stamp_ns(msg.header.stamp), latency_ms)
 
     def _on_timer(self) -> None:
         now_s = self._now_s()
-        delivered_kbps = self.delivery.congested_rate_kbps(now_s)
-        if delivered_kbps is not None:
-            self.estimator.on_undelivered(now_s, delivered_kbps)
-        estimate = self.estimator.estimate_kbps(now_s)
-        decision = self.policy.update(now_s, estimate, self._latency_ms, self._accuracy)
-        latency_ms, self._latency_ms = self._latency_ms, math.nan  # each sample used once
-        self._accuracy = math.nan
-        if decision.changed and self.settings.enabled:
+        state = self.uplink.update(now_s, self._accuracy)
+        self._accuracy = math.nan  # each sample used once
+        decision = state.decision
+        if decision.changed:
             self.get_logger().info(f'switching to {decision.entry.name}: {decision.reason}')
-            future = self.edge.set_async(decision.entry.config.edge_parameters())
-            future.add_done_callback(self._guarded('set parameters', self._on_set_done))
-        self._state_pub.publish(self._state(decision, estimate, latency_ms))
+        if self.settings.enabled:
+            self._apply_to_edge(now_s, decision.entry.config.edge_parameters())
+        self._state_pub.publish(self._state(decision, state.estimate_kbps))
 
-    def _on_set_done(self, future) -> None:
+    def _apply_to_edge(self, now_s: float, wanted: dict) -> None:
+        """Send `wanted` until the edge acknowledges it; again after the edge comes back."""
+        ready = self.edge.ready()
+        if ready and not self._edge_was_ready:
+            self._applied = None  # (re)appeared: a new edge process has its own defaults
+        self._edge_was_ready = ready
+        if wanted == self._applied or not ready:
+            return
+        if self._pending is not None and now_s - self._pending[1] < SET_TIMEOUT_S:
+            return  # one request at a time; a lost one is retried after SET_TIMEOUT_S
+        self._pending = (dict(wanted), now_s)
+        future = self.edge.set_async(wanted)
+        future.add_done_callback(
+            self._guarded('set parameters', lambda f: self._on_set_done(f, dict(wanted))))
+
+    def _on_set_done(self, future, sent: dict) -> None:
+        if self._pending is not None and self._pending[0] == sent:
+            self._pending = None
         failed = [printable(r.reason, 200) for r in future.result().results if not r.successful]
         if failed:
-            self.get_logger().error(f"edge refused the new configuration: {'; '.join(failed)}")
+            self.get_logger().error(f"edge refused the new configuration: {'; '.join(failed)}",
+                                    throttle_duration_sec=5.0)
+            return
+        self._applied = sent
 
-    def _state(self, decision, estimate: float, latency_ms: float) -> ControllerState:
+    def _state(self, decision, estimate: float) -> ControllerState:
         cfg = decision.entry.config
         sent_kbps = sum(b for _, b in self._sent_bytes) * 8e-3 / 2.0
-        smoothed = self.policy.latency_ms
+        policy = self.uplink.policy
         return ControllerState(
             header=Header(stamp=self.get_clock().now().to_msg()),
             bandwidth_estimate_kbps=estimate, bitrate_kbps=sent_kbps,
-            latency_ms=smoothed if smoothed is not None else latency_ms,
-            agreement_miou=(self.policy.live_accuracy if self.policy.live_accuracy is not None
-                            else math.nan),
+            latency_ms=_nan_if_none(self._end_to_end.smoothed_ms),
+            link_latency_ms=_nan_if_none(policy.latency_ms),
+            agreement_miou=_nan_if_none(policy.live_accuracy),
             config_name=decision.entry.name, scale=cfg.scale, codec=cfg.codec,
             quality=cfg.quality, max_rate_hz=float(cfg.max_rate_hz),
             useful_threshold=float(cfg.useful_threshold),
             key_threshold=float(cfg.key_threshold), reason=decision.reason,
             inputs_rejected=self._inputs_rejected)
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def _nan_if_none(value) -> float:
+    return math.nan if value is None else value
 
 
 def main(args=None) -> None:

@@ -22,8 +22,14 @@ def cloud_stats_msg(header, arrival_stamp, frame: DecodedFrame, receiver: Stream
     """Per-frame statistics of the cloud stage; latency is measured on this host's clock.
 
     stage 'cloud_rx' is the arrival record (no inference timings), 'cloud' the segmented frame.
+    The time from arrival to `now_s` (this report) is split into inference (SR + segmentation)
+    and queue (the rest: decoding, waiting for the engine, publishing), so the robot can tell
+    time spent at the cloud from time spent on the link.
     """
     meta = frame.meta
+    inference_ms = timings_ms.get('total', 0.0)
+    at_cloud_ms = max(0.0, (now_s - stamp_to_s(arrival_stamp)) * 1e3)
+    queue_ms = max(0.0, at_cloud_ms - inference_ms) if stage != 'cloud_rx' else 0.0
     return PipelineStats(
         header=copy_header(header), stage=stage, arrival_stamp=arrival_stamp, seq=meta.seq,
         kind=meta.kind,
@@ -34,4 +40,5 @@ def cloud_stats_msg(header, arrival_stamp, frame: DecodedFrame, receiver: Stream
         seg_ms=timings_ms.get('seg', 0.0),
         total_ms=frame.decode_ms + timings_ms.get('total', 0.0),
         latency_ms=(now_s - meta.stamp_s) * 1e3, arrival_gap_ms=frame.arrival_gap_ms,
-        batch_size=batch_size, probe_agreement_miou=agreement)
+        batch_size=batch_size, probe_agreement_miou=agreement, queue_ms=queue_ms,
+        inference_ms=inference_ms)

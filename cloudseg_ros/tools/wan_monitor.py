@@ -13,6 +13,12 @@ Each finished wall-clock second becomes one line of --out: ``{"t": <unix second>
 "sent_frames", "rx_bytes", "rx_frames", "masks", "latency_ms": [...], "config", "estimate_kbps",
 "switches": [{"t", "config", "reason"}]}``. Lines are flushed as they are written so the
 orchestrator can follow the file live.
+
+With --trace, every event is also written as one JSON list (unix time first), the input the
+controller saw, so a run can be replayed through core/uplink.py (test/unit/test_wan_traces.py):
+``[t, "sent", seq, bytes]``, ``[t, "rx", seq, bytes, stamp_s, arrival_s]``,
+``[t, "cloud", stamp_ns, queue_ms, inference_ms]``, ``[t, "mask", stamp_ns]`` and
+``[t, "state", config, estimate_kbps, link_latency_ms]`` (on a change of entry only).
 """
 import argparse
 import json
@@ -50,9 +56,10 @@ class SecondRecord:
 class WanMonitor(Node):
     """Bins the stream's events into SecondRecords and writes each finished one."""
 
-    def __init__(self, namespace: str, out_path: str) -> None:
+    def __init__(self, namespace: str, out_path: str, trace_path: str = '') -> None:
         super().__init__('wan_monitor', namespace=namespace)
         self._out = open(out_path, 'w')
+        self._trace = open(trace_path, 'w') if trace_path else None
         self._seconds: Dict[int, SecondRecord] = {}
         self._config = ''
         self._estimate = math.nan
@@ -70,20 +77,35 @@ class WanMonitor(Node):
                                             estimate_kbps=self._estimate)
         return self._seconds[t]
 
+    def _event(self, now_s: float, *fields) -> None:
+        if self._trace is not None:
+            self._trace.write(json.dumps([round(now_s, 4), *fields]) + '\n')
+
     def _on_edge(self, msg: PipelineStats) -> None:
-        record = self._second(time.time())
+        now_s = time.time()
+        self._event(now_s, 'sent', msg.seq, msg.frame_bytes)
+        record = self._second(now_s)
         record.sent_bytes += msg.frame_bytes
         record.sent_frames += 1
 
     def _on_cloud(self, msg: PipelineStats) -> None:
+        now_s = time.time()
+        stamp = msg.header.stamp
+        if msg.stage == 'cloud' and math.isnan(msg.probe_agreement_miou):
+            self._event(now_s, 'cloud', stamp.sec * 1_000_000_000 + stamp.nanosec,
+                        round(msg.queue_ms, 1), round(msg.inference_ms, 1))
         if msg.stage != 'cloud_rx':
             return  # 'cloud' records repeat the same frames after inference
-        record = self._second(time.time())
+        self._event(now_s, 'rx', msg.seq, msg.frame_bytes, round(stamp_to_s(stamp), 4),
+                    round(stamp_to_s(msg.arrival_stamp), 4))
+        record = self._second(now_s)
         record.rx_bytes += msg.frame_bytes
         record.rx_frames += 1
 
     def _on_mask(self, msg: CompressedImage) -> None:
         now_s = time.time()
+        stamp = msg.header.stamp
+        self._event(now_s, 'mask', stamp.sec * 1_000_000_000 + stamp.nanosec)
         record = self._second(now_s)
         record.masks += 1
         record.latency_ms.append(round((now_s - stamp_to_s(msg.header.stamp)) * 1e3, 1))
@@ -92,6 +114,9 @@ class WanMonitor(Node):
         now_s = time.time()
         record = self._second(now_s)
         if msg.config_name != self._config:
+            self._event(now_s, 'state', msg.config_name,
+                        round(float(msg.bandwidth_estimate_kbps), 1),
+                        round(float(msg.link_latency_ms), 1))
             record.switches.append({'t': round(now_s, 3), 'config': msg.config_name,
                                     'reason': msg.reason})
         self._config = msg.config_name
@@ -111,11 +136,15 @@ class WanMonitor(Node):
             line['estimate_kbps'] = None if math.isnan(estimate) else round(estimate, 1)
             self._out.write(json.dumps(line) + '\n')
         self._out.flush()
+        if self._trace is not None:
+            self._trace.flush()
 
     def close(self) -> None:
         """Write what is left and close the file."""
         self._flush(final=True)
         self._out.close()
+        if self._trace is not None:
+            self._trace.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -123,9 +152,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='wan_monitor', description=__doc__.split('\n')[0])
     parser.add_argument('--namespace', default='/robot1')
     parser.add_argument('--out', required=True, help='JSON-lines file to write')
+    parser.add_argument('--trace', default='', help='also write every event to this file')
     args, _ros_args = parser.parse_known_args(argv)
     rclpy.init()
-    monitor = WanMonitor(args.namespace, args.out)
+    monitor = WanMonitor(args.namespace, args.out, args.trace)
     try:
         rclpy.spin(monitor)
     except (KeyboardInterrupt, ExternalShutdownException):

