@@ -2,10 +2,12 @@
 
 Each stream keeps only its newest frame waiting: when inference is slower than the camera, old
 frames are superseded (and counted) instead of queueing up latency. The worker takes the waiting
-frames of all streams at once, which batches robots whose frames arrive together.
+frames of all streams at once, which batches robots whose frames arrive together, within a
+cost budget (the cloud's `max_batch_pixels`).
 """
+import math
 import threading
-from typing import Dict, Generic, List, Tuple, TypeVar
+from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 T = TypeVar('T')
 
@@ -27,11 +29,23 @@ class LatestSlots(Generic[T]):
                 self.superseded[stream] = self.superseded.get(stream, 0) + 1
             return replaced
 
-    def take(self, max_items: int) -> List[Tuple[str, T]]:
-        """Remove and return up to `max_items` waiting (stream, item), oldest stream first."""
+    def take(self, max_items: int, cost: Optional[Callable[[T], float]] = None,
+             budget: float = math.inf) -> List[Tuple[str, T]]:
+        """Remove and return up to `max_items` waiting (stream, item), oldest stream first.
+
+        With `cost`, the batch stops before the summed cost would exceed `budget` (e.g. output
+        pixels against a memory budget); the first item is always taken, so one item over the
+        budget is still served, alone.
+        """
         with self._lock:
-            streams = list(self._items)[:max_items]
-            return [(s, self._items.pop(s)) for s in streams]
+            taken, spent = [], 0.0
+            for stream in list(self._items)[:max_items]:
+                item_cost = cost(self._items[stream]) if cost is not None else 0.0
+                if taken and spent + item_cost > budget:
+                    break
+                spent += item_cost
+                taken.append((stream, self._items.pop(stream)))
+            return taken
 
     def __len__(self) -> int:
         with self._lock:

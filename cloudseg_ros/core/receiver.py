@@ -10,6 +10,7 @@ are checked from the declared figures before anything is decoded or allocated; t
 check the JPEG header / H.264 SPS against the declared size. Sequence numbers are compared
 modulo 2^64, and a new `session_id` (a restarted edge) starts the stream afresh.
 """
+import math
 import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -18,6 +19,7 @@ import numpy as np
 
 from cloudseg_ros.core.codecs import CODECS, CodecError, FrameDecoder
 from cloudseg_ros.core.peer_input import printable
+from cloudseg_ros.core.rate_limit import TokenBucket
 
 MAX_SIDE = 8192
 SCALES = (1, 2, 3, 4)
@@ -67,13 +69,19 @@ class ReceiveLimits:
     max_input_pixels: int = 2_400_000    # payload width x height (declared, then decoded)
     max_output_pixels: int = 2_400_000   # declared original width x height = SR / mask size
     max_payload_bytes: int = 4_000_000   # encoded payload (a 1080p JPEG probe is < 1.5 MB)
+    # Frames per second from one robot, averaged over a second (bursts of one second's worth
+    # pass). Unlimited here, for offline use; the cloud node's parameter defaults to 120 Hz.
+    max_frame_rate_hz: float = math.inf
 
     def validate(self) -> 'ReceiveLimits':
-        """Raise ValueError unless every bound is a positive integer; return self."""
+        """Raise ValueError unless every bound is a positive number; return self."""
         for name in ('max_input_pixels', 'max_output_pixels', 'max_payload_bytes'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
+        rate = self.max_frame_rate_hz
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 1:
+            raise ValueError(f'max_frame_rate_hz must be a number >= 1, got {rate!r}')
         return self
 
 
@@ -137,6 +145,8 @@ class StreamReceiver:
 
     def __init__(self, limits: Optional[ReceiveLimits] = None) -> None:
         self.limits = (limits or ReceiveLimits()).validate()
+        rate_hz = self.limits.max_frame_rate_hz
+        self._rate = TokenBucket(rate_hz, burst=rate_hz) if math.isfinite(rate_hz) else None
         self._decoder = self._new_decoder()
         self._session: Optional[int] = None
         self._last_seq: Optional[int] = None
@@ -162,6 +172,11 @@ class StreamReceiver:
         self._track_session(meta.session_id)
         lost_now = self._track_seq(meta.seq)
         try:
+            if self._rate is not None and not self._rate.allow(arrival_s):
+                self._skip_decoding(meta)
+                raise ReceiveError(f'more than max_frame_rate_hz {self.limits.max_frame_rate_hz}'
+                                   ' frames per second from this robot',
+                                   want_keyframe=meta.codec == 'h264')
             check_meta(meta, len(data), self.limits)
             if lost_now and meta.codec == 'h264':
                 # A lost H.264 frame breaks the reference chain: wait for the next IDR.
@@ -174,6 +189,16 @@ class StreamReceiver:
         return DecodedFrame(meta=meta, rgb=rgb, nbytes=len(data),
                             decode_ms=(time.perf_counter() - start) * 1e3,
                             arrival_s=arrival_s, arrival_gap_ms=gap_ms)
+
+    @property
+    def rate_limited(self) -> int:
+        """Frames dropped by max_frame_rate_hz so far (also counted in `rejected`)."""
+        return 0 if self._rate is None else self._rate.refused
+
+    def _skip_decoding(self, meta: FrameMeta) -> None:
+        """A frame dropped undecoded breaks an H.264 reference chain: wait for an IDR."""
+        if meta.codec == 'h264':
+            self._decoder = self._new_decoder()
 
     def _decode(self, meta: FrameMeta, data: bytes) -> np.ndarray:
         if meta.codec == 'h264' and self._decoder.needs_keyframe and not meta.keyframe:

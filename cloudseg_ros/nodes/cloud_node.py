@@ -5,8 +5,9 @@ Per robot namespace NS it subscribes `NS/frames` (cloudseg_ros/EncodedFrame) and
 rviz), `NS/mask/compressed` (PNG, for the downlink), `NS/cloud_stats` and `NS/keyframe_request`.
 Every output keeps the frame's acquisition stamp. Receiving runs in one callback group and the
 network in another, under a MultiThreadedExecutor, so parameters and decoding stay responsive.
+Timers and rate limits run on the steady clock, so `use_sim_time` without `/clock` only costs
+the stamps (and a warning), never the masks.
 """
-import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from cloudseg_ros.core.imageops import upsample_bilinear
 from cloudseg_ros.core.mask_codec import PNG_MONO8_FORMAT, encode_mask_png
 from cloudseg_ros.core.metrics import confusion_matrix, mean_iou
 from cloudseg_ros.core.palette import overlay
+from cloudseg_ros.core.rate_limit import TokenBucket
 from cloudseg_ros.core.receiver import (ReceiveError, ReceiveLimits, StreamReceiver,
                                         check_probe_twin)
 from cloudseg_ros.core.selector import FrameKind
@@ -30,6 +32,7 @@ from cloudseg_ros.inference.engine import EngineConfig, EngineError, EngineInput
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.nets.checkpoint import CheckpointError
 from cloudseg_ros.ros import qos
+from cloudseg_ros.ros.clock import SimClockWatch, steady_clock
 from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, mask_to_image_msg,
                                           rgb_to_image_msg)
 from cloudseg_ros.ros.frames import cloud_stats_msg, meta_from_msg
@@ -38,6 +41,8 @@ from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, declare_params
 
 LIMITS = ReceiveLimits()  # defaults of the resource bounds
+KEYFRAME_REQUEST_PERIOD_S = 0.5  # do not flood the uplink with requests
+MAX_BATCH_PIXELS = 8 * 1920 * 1080  # a full batch of 1080p frames
 PARAMS = (
     ParamSpec('robot_namespaces', [''], "Namespaces of the robots served ('' = this node's).",
               read_only=True),
@@ -72,6 +77,16 @@ PARAMS = (
     ParamSpec('max_payload_bytes', LIMITS.max_payload_bytes,
               'Largest encoded payload, bytes; larger ones are rejected unread.',
               1024, 1 << 30, read_only=True),
+    ParamSpec('max_frame_rate_hz', 120.0,
+              'Most frames per second accepted from one robot (bursts of one second pass); '
+              'more are dropped before decoding.', 1.0, 10000.0, read_only=True),
+    ParamSpec('max_keyframe_request_hz', 1.0 / KEYFRAME_REQUEST_PERIOD_S,
+              'Most key-frame requests per second sent to one robot, Hz.', 0.01, 100.0,
+              read_only=True),
+    ParamSpec('max_batch_pixels', MAX_BATCH_PIXELS,
+              'Memory budget of one inference batch: summed original (SR and mask) pixels; a '
+              'batch stops before exceeding it (one frame always goes).', 256, 1 << 32,
+              read_only=True),
     ParamSpec('pyramid_reuse', True,
               "Feed the received LR frame to ICNet's low-resolution branch (paper 3.2)."),
     ParamSpec('max_batch', 8, 'Most frames (of different robots) segmented together.', 1, 64),
@@ -80,7 +95,6 @@ PARAMS = (
     ParamSpec('overlay_alpha', 0.5, 'Opacity of the class colours in mask_color (0..1).',
               0.0, 1.0),
 )
-KEYFRAME_REQUEST_PERIOD_S = 0.5  # do not flood the uplink with requests
 RECENT_MASKS = 16  # masks kept per robot to pair a probe with its LR frame
 
 
@@ -105,13 +119,14 @@ class CloudSettings:
 class RobotStream:
     """Everything the node keeps per robot: receiver, publishers, recent masks."""
 
-    def __init__(self, node: Node, namespace: str, group, limits: ReceiveLimits) -> None:
+    def __init__(self, node: Node, namespace: str, group, limits: ReceiveLimits,
+                 key_request_hz: float) -> None:
         prefix = namespace.rstrip('/') + '/' if namespace else ''
         self.name = namespace or node.get_namespace()
         self.receiver = StreamReceiver(limits)
         self.recent_masks = OrderedDict()  # acquisition stamp (ns) -> mask
         self.recent_frames = OrderedDict()  # acquisition stamp (ns) -> DecodedFrame
-        self.last_key_request_s = -math.inf
+        self.key_requests = TokenBucket(key_request_hz)
         self.mask_pub = node.create_publisher(Image, prefix + 'mask', qos.RESULT)
         self.color_pub = node.create_publisher(Image, prefix + 'mask_color', qos.RESULT)
         self.png_pub = node.create_publisher(CompressedImage, prefix + 'mask/compressed',
@@ -138,6 +153,12 @@ def _stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
+def _output_pixels(item) -> int:
+    """SR / mask pixels of a waiting (header, arrival, DecodedFrame)."""
+    meta = item[2].meta
+    return meta.orig_width * meta.orig_height
+
+
 def _twin_size(mask, twin) -> tuple:
     """(width, height) of a probe's twin: its mask's, or its declared original's."""
     if mask is not None:
@@ -159,14 +180,17 @@ class CloudNode(Node):
         self._probes = LatestSlots()
         self.guard = CallbackGuard(self.get_logger())
         limits = ReceiveLimits(values['max_input_pixels'], values['max_output_pixels'],
-                               values['max_payload_bytes'])
+                               values['max_payload_bytes'], values['max_frame_rate_hz'])
+        self._max_batch_pixels = values['max_batch_pixels']
         receive_group = MutuallyExclusiveCallbackGroup()
         self._streams = {}
         for namespace in values['robot_namespaces']:
-            stream = RobotStream(self, namespace, receive_group, limits)
+            stream = RobotStream(self, namespace, receive_group, limits,
+                                 values['max_keyframe_request_hz'])
             self._streams[stream.name] = stream
         self.create_timer(0.002, self.guard.wrap('inference', self._on_work),
-                          callback_group=MutuallyExclusiveCallbackGroup())
+                          callback_group=MutuallyExclusiveCallbackGroup(), clock=steady_clock())
+        self._sim_clock_watch = SimClockWatch(self, callback_group=receive_group)
         self.get_logger().info(
             f"cloud: serving {', '.join(self._streams)}; SR '{values['sr_variant']}' "
             f"for scales {self.engine.supported_scales() if self.engine else '-'}; "
@@ -216,13 +240,12 @@ class CloudNode(Node):
     def _reject(self, stream: RobotStream, reason: str, want_keyframe: bool = False) -> None:
         self.get_logger().error(f'{stream.name}: frame rejected: {reason}',
                                 throttle_duration_sec=2.0)
-        now_s = time.monotonic()
-        if want_keyframe and now_s - stream.last_key_request_s >= KEYFRAME_REQUEST_PERIOD_S:
-            stream.last_key_request_s = now_s
+        if want_keyframe and stream.key_requests.allow(time.monotonic()):
             stream.key_pub.publish(Empty())
 
     def _on_work(self) -> None:
-        batch = self._frames.take(self.settings.max_batch)
+        batch = self._frames.take(self.settings.max_batch, _output_pixels,
+                                  self._max_batch_pixels)
         if batch:
             self._segment_batch(batch)
         for name, item in self._probes.take(len(self._streams)):

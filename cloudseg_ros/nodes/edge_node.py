@@ -3,7 +3,8 @@
 Subscribes `image_raw` (sensor_msgs/Image) and `keyframe_request` (std_msgs/Empty, from the
 cloud after it lost the H.264 stream); publishes `frames` (cloudseg_ros/EncodedFrame),
 `image_lowres/compressed` (JPEG, image_transport style, for rviz) and `edge_stats`.
-Never imports torch: a robot may not have it.
+Never imports torch: a robot may not have it. The selector's rates and intervals run on the
+steady clock (the uplink's time), so `use_sim_time` without a `/clock` never stalls it.
 """
 import secrets
 import time
@@ -20,6 +21,7 @@ from cloudseg_ros.core.imageops import ImageError
 from cloudseg_ros.core.selector import FrameKind
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros import qos
+from cloudseg_ros.ros.clock import SimClockWatch
 from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, image_msg_to_rgb,
                                           stamp_to_s)
 from cloudseg_ros.ros.guard import CallbackGuard
@@ -48,6 +50,11 @@ PARAMS = (
               'seconds (0 = off).', 0.0, 3600.0),
     ParamSpec('publish_compressed', True,
               'Also publish JPEG frames as sensor_msgs/CompressedImage for rviz.'),
+    # Read-only: whoever may set parameters must not lift a resource bound at run time.
+    ParamSpec('max_input_pixels', 3840 * 2160,
+              'Largest camera image (width x height), pixels; larger images, and messages '
+              'holding more data than one, are refused before any conversion or copy.',
+              1, 8192 * 8192, read_only=True),
 )
 
 
@@ -58,12 +65,14 @@ class EdgeSettings:
     pipeline: EdgeConfig
     probe_interval_s: float
     publish_compressed: bool
+    max_input_pixels: int
 
     @staticmethod
     def from_values(values) -> 'EdgeSettings':
         """Build and validate from {parameter: value}; ValueError says what is wrong."""
         return EdgeSettings(config_from_values(EdgeConfig, values).validate(),
-                            float(values['probe_interval_s']), bool(values['publish_compressed']))
+                            float(values['probe_interval_s']), bool(values['publish_compressed']),
+                            int(values['max_input_pixels']))
 
 
 class EdgeNode(Node):
@@ -85,6 +94,7 @@ class EdgeNode(Node):
         self.create_subscription(Empty, 'keyframe_request',
                                  guard.wrap('keyframe request', self._on_key_request), qos.STATS)
         self._binder = ParamBinder(self, PARAMS, values, EdgeSettings.from_values, self._apply)
+        self._sim_clock_watch = SimClockWatch(self)
         # A new value per start tells the receiver at once that this is a new stream.
         self._session_id = secrets.randbits(64) or 1
         self._seq = 0
@@ -96,7 +106,8 @@ class EdgeNode(Node):
         self.get_logger().info(
             f'edge: scale x{cfg.scale}, {cfg.codec} (q{cfg.jpeg_quality}/crf{cfg.h264_crf}), '
             f'<= {cfg.max_rate_hz} Hz, thresholds useful {cfg.useful_threshold} / key '
-            f'{cfg.key_threshold}, max interval {cfg.max_interval_s} s')
+            f'{cfg.key_threshold}, max interval {cfg.max_interval_s} s, images <= '
+            f'{self.settings.max_input_pixels} px')
 
     def _apply(self, settings: EdgeSettings) -> None:
         self.pipeline.reconfigure(settings.pipeline)
@@ -119,15 +130,14 @@ class EdgeNode(Node):
         self._frames_in += 1
         now_s = time.monotonic()
         try:
-            rgb = image_msg_to_rgb(msg)
-            t_s = stamp_to_s(msg.header.stamp)
-            frames = [self.pipeline.process(rgb, t_s)]
+            rgb = image_msg_to_rgb(msg, max_pixels=self.settings.max_input_pixels)
+            frames = [self.pipeline.process(rgb, now_s)]
             if self._probe_due(now_s):
                 # The cloud compares the probe with the mask of the same image sent as usual,
                 # so that image goes out even if the selector would have skipped it.
                 if frames[0] is None:
-                    frames[0] = self.pipeline.process(rgb, t_s, force_kind=FrameKind.FORCED)
-                frames.append(self.pipeline.process(rgb, t_s, force_kind=FrameKind.PROBE))
+                    frames[0] = self.pipeline.process(rgb, now_s, force_kind=FrameKind.FORCED)
+                frames.append(self.pipeline.process(rgb, now_s, force_kind=FrameKind.PROBE))
         except (ImageError, CodecError, ValueError) as err:
             self._rejected += 1
             self.get_logger().error(f'frame rejected: {err}', throttle_duration_sec=2.0)

@@ -22,10 +22,16 @@ _ENCODINGS = {
     'mono8': (1, None),
 }
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+MAX_BYTES_PER_PIXEL = max(channels for channels, _ in _ENCODINGS.values())
 
 
-def image_msg_to_rgb(msg: Image, max_side: int = 8192) -> np.ndarray:
-    """Return the image as a contiguous uint8 (H, W, 3) RGB array; mono8 is replicated."""
+def image_msg_to_rgb(msg: Image, max_side: int = 8192,
+                     max_pixels: int = 8192 * 8192) -> np.ndarray:
+    """Return the image as a contiguous uint8 (H, W, 3) RGB array; mono8 is replicated.
+
+    Images over `max_side` or `max_pixels` (width x height), and messages holding more data than
+    a `max_pixels` image of the widest encoding could, are refused before anything is copied.
+    """
     if msg.encoding not in _ENCODINGS:
         raise ImageError(f"unsupported encoding '{printable(msg.encoding)}' "
                          f"(supported: {', '.join(SUPPORTED_ENCODINGS)})")
@@ -33,6 +39,11 @@ def image_msg_to_rgb(msg: Image, max_side: int = 8192) -> np.ndarray:
         raise ImageError(f'empty image {msg.width}x{msg.height}')
     if max(msg.width, msg.height) > max_side:
         raise ImageError(f'image {msg.width}x{msg.height} exceeds the {max_side} px limit')
+    if msg.width * msg.height > max_pixels:
+        raise ImageError(f'image {msg.width}x{msg.height} exceeds the {max_pixels} pixel limit')
+    if len(msg.data) > max_pixels * MAX_BYTES_PER_PIXEL:
+        raise ImageError(f'{len(msg.data)} data bytes exceed what a {max_pixels} pixel image '
+                         f'holds ({max_pixels * MAX_BYTES_PER_PIXEL})')
     channels, order = _ENCODINGS[msg.encoding]
     row_bytes = msg.width * channels
     if msg.step < row_bytes or len(msg.data) < msg.step * msg.height:

@@ -16,7 +16,7 @@ import rclpy
 
 from cloudseg_ros.ros.param_client import RemoteParams
 from cloudseg_ros.tools.demo_report import write_report
-from cloudseg_ros.tools.processes import NodeProcess
+from cloudseg_ros.tools.processes import NodeProcess, robot_dds_env
 from cloudseg_ros.tools.stream_monitor import StreamMonitor
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -53,8 +53,9 @@ def start_cloud(args: argparse.Namespace) -> NodeProcess:
 
 
 def start_robot(args: argparse.Namespace, source: str) -> List[NodeProcess]:
-    """Edge and replay camera, each in its own process."""
-    common = {'namespace': args.namespace, 'log_dir': os.path.join(args.out, 'logs')}
+    """Edge and replay camera, each in its own process, with the robot's DDS profile."""
+    common = {'namespace': args.namespace, 'log_dir': os.path.join(args.out, 'logs'),
+              'env': robot_dds_env()}
     return [
         NodeProcess(NODES + 'edge_node', params={
             'scale': args.scale, 'codec': args.codec, 'probe_interval_s': 5.0}, **common),

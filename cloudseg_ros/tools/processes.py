@@ -5,6 +5,22 @@ import subprocess
 import sys
 from typing import Dict, Optional
 
+from cloudseg_ros.paths import package_file
+
+PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+
+
+def robot_dds_env() -> Dict[str, str]:
+    """Environment for robot-side processes: the robot's Fast DDS profile, unless one is set.
+
+    config/fastdds_robot.xml carries HD camera images through shared memory and frees sample
+    buffers once taken (which needs RMW_FASTRTPS_USE_QOS_FROM_XML=1).
+    """
+    if any(os.environ.get(name) for name in PROFILE_VARS):
+        return {}
+    return {'FASTDDS_DEFAULT_PROFILES_FILE': package_file('config', 'fastdds_robot.xml'),
+            'RMW_FASTRTPS_USE_QOS_FROM_XML': '1'}
+
 
 def _param_text(value) -> str:
     if isinstance(value, bool):
