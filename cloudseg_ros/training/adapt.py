@@ -42,7 +42,8 @@ from .codec_data import build_lr_variants, CodecRange, crop_to_scale
 from .config import (add_common_args, config_dict, ConfigError, load_config, resolve_device,
                      seed_everything)
 from .datasets import group_by_size, load_frames
-from .finetune_sr import blend_to_psnr_budget, FinetuneConfig, Lambda, pyramid_for, train_step
+from .finetune_sr import (blend_frames, blend_to_psnr_budget, FinetuneConfig, Lambda,
+                          pyramid_for, train_step)
 from .losses import psnr_torch
 from .train_sr import decoded_lr_pools, FramePools, save_checkpoint, super_resolve
 
@@ -315,9 +316,9 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
     metrics = _train(sr_net, base, seg, optimizer, pools, holdout, lam, state, cfg, device, work)
     blend: Dict[str, float] = {}
     if cfg.final_max_drop_db > 0:
-        frames = pools.pools[0][::max(1, len(pools.pools[0]) // max(1, cfg.blend_frames))]
+        frames = blend_frames(pools, cfg.blend_frames)
         blend = blend_to_psnr_budget(sr_net, base, frames, cfg.scale, cfg.final_max_drop_db,
-                                     cfg.bf16)
+                                     cfg.bf16, label='adapt')
         metrics = agreement(sr_net, seg, holdout, cfg, device)
     metrics = {**metrics, **blend, 'lambda': lam.value}
     written = export_models(out_dir, sr_net, cfg, state.step, metrics)

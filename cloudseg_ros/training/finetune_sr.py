@@ -249,9 +249,17 @@ def psnr_drop_db(sr_net: nn.Module, base: nn.Module, frames: torch.Tensor, scale
     return float(torch.cat(drops).mean())
 
 
+def blend_frames(pools: FramePools, count: int) -> torch.Tensor:
+    """At most `count` evenly spaced frames of the largest pool (the blend's PSNR check)."""
+    frames = pools.pools[0]
+    step = max(1, -(-len(frames) // max(1, count)))  # ceil: never more than `count` frames
+    return frames[::step][:max(1, count)]
+
+
 @torch.no_grad()
 def blend_to_psnr_budget(sr_net: nn.Module, base: nn.Module, frames: torch.Tensor, scale: int,
-                         max_drop_db: float, bf16: bool = True) -> Dict[str, float]:
+                         max_drop_db: float, bf16: bool = True,
+                         label: str = 'finetune-sr') -> Dict[str, float]:
     """Move `sr_net` to base + a * (tuned - base) with the largest a meeting the PSNR budget.
 
     Weight-space interpolation between a fine-tuned net and its start trades the two
@@ -266,7 +274,7 @@ def blend_to_psnr_budget(sr_net: nn.Module, base: nn.Module, frames: torch.Tenso
         drop = psnr_drop_db(sr_net, base, frames, scale, bf16=bf16)
         if drop <= max_drop_db:
             break
-    print(f'finetune-sr: blend alpha {alpha:g}: train PSNR drop {drop:.3f} dB '
+    print(f'{label}: blend alpha {alpha:g}: train PSNR drop {drop:.3f} dB '
           f'(budget {max_drop_db:g})', flush=True)
     return {'blend_alpha': alpha, 'train_psnr_drop': drop}
 
@@ -304,7 +312,7 @@ def run(cfg: FinetuneConfig, out_dir: str, device: torch.device, resume: bool) -
         lambda: evaluate(sr_net, base, seg, val, cfg, device, pools.val_lr_jpeg), checkpoint,
         'finetune-sr')
     if cfg.final_max_drop_db > 0:
-        frames = pools.pools[0][::max(1, len(pools.pools[0]) // max(1, cfg.blend_frames))]
+        frames = blend_frames(pools, cfg.blend_frames)
         blend = blend_to_psnr_budget(sr_net, base, frames, cfg.scale, cfg.final_max_drop_db,
                                      cfg.bf16)
         if blend['blend_alpha'] < 1.0:
