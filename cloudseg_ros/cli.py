@@ -21,6 +21,7 @@ COMMANDS = {
     'bench-stream': ('cloudseg_ros.tools.bench_stream', 'bandwidth vs accuracy (paper Fig. 5)'),
     'wan-test': ('cloudseg_ros.tools.wan_test', 'robot/cloud across a shaped veth link (root)'),
     'make-clip': ('cloudseg_ros.tools.make_clip', 'build the bundled demo clip from CamVid'),
+    'fuzz': ('cloudseg_ros.tools.fuzz', 'seeded fuzzing of receiver, engine, controller'),
 }
 
 

@@ -94,8 +94,10 @@ def jpeg_size(data: bytes) -> Tuple[int, int]:
         return width, height
     try:
         height, width = simplejpeg.decode_jpeg_header(data)[:2]
-    except (ValueError, TypeError) as err:
-        raise CodecError(f'not a readable JPEG: {err}') from None
+    except (ValueError, TypeError, KeyError) as err:
+        # KeyError: simplejpeg looks the chroma subsampling up in a table, so sampling factors
+        # it has no name for (e.g. 4x1 luma) end there instead of in a ValueError.
+        raise CodecError(f'not a readable JPEG: {type(err).__name__} {err}') from None
     return int(width), int(height)
 
 

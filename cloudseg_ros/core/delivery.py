@@ -47,6 +47,10 @@ class DeliveryTracker:
             self._first_reported = seq
         sent_s, size, _ = self._sent.get(seq, (float('nan'), 0, True))
         self._sent[seq] = (sent_s, size, True)
+        # Reports of frames never announced as sent (lost edge_stats, a forged flood) would
+        # otherwise only be dropped by later on_sent calls: bound the table here too.
+        while len(self._sent) > MAX_TRACKED:
+            self._sent.popitem(last=False)
 
     def congested_rate_kbps(self, now_s: float) -> Optional[float]:
         """Delivered kbps over the judged window if most of its frames are late, else None.

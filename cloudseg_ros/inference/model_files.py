@@ -3,7 +3,7 @@
 A source checkout keeps them in `<repo>/models`; a colcon install in `share/cloudseg_ros/models`.
 """
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from cloudseg_ros.paths import package_file
 
@@ -35,3 +35,30 @@ def sr_checkpoints(models_dir: str, variant: str, scales=(2, 3, 4)) -> Dict[int,
 def seg_checkpoint(models_dir: Optional[str] = None) -> str:
     """Path of the segmentation weights (may not exist: the engine says so clearly)."""
     return os.path.join(models_dir or default_models_dir(), SEG_FILE)
+
+
+def write_tiny_models(folder: str, scales: Sequence[int] = (2, 4),
+                      variants: Sequence[str] = ('aware',), seed: int = 0) -> str:
+    """Random-init ICNet and CARN-M at test widths under the shipped names; returns `folder`.
+
+    For tests, fuzzing and CPU runs that check plumbing (sizes, encodings, stamps), not
+    accuracy: a frame takes milliseconds on a CPU.
+    """
+    from dataclasses import asdict
+
+    import torch
+
+    from cloudseg_ros.nets.carn import CARNConfig
+    from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
+    from cloudseg_ros.nets.icnet import ICNetConfig
+    torch.manual_seed(seed)
+    os.makedirs(folder, exist_ok=True)
+    seg = ICNetConfig(width=8)
+    save_checkpoint(os.path.join(folder, SEG_FILE), build_model('icnet', seg), 'icnet',
+                    asdict(seg))
+    for scale in scales:
+        sr = CARNConfig(scale=scale, channels=8, mobile=True)
+        for variant in variants:
+            save_checkpoint(os.path.join(folder, sr_file(scale, variant)),
+                            build_model('carn', sr), 'carn', asdict(sr))
+    return str(folder)

@@ -1,10 +1,9 @@
 """Cloud side over real DDS: edge -> cloud -> masks; corrupt payloads; H.264 recovery.
 
-The weights are tiny random-init networks written by the fixture: these tests check plumbing
-(sizes, encodings, stamps, rejection), not accuracy.
+The weights are tiny random-init networks (test/conftest.py's tiny_models): these tests check
+plumbing (sizes, encodings, stamps, rejection), not accuracy.
 """
 import itertools
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -21,22 +20,6 @@ from cloudseg_ros.ros.conversions import image_msg_to_rgb
 torch = pytest.importorskip('torch')
 CLOUD = 'cloudseg_ros.nodes.cloud_node'
 EDGE = 'cloudseg_ros.nodes.edge_node'
-
-
-@pytest.fixture(scope='module')
-def tiny_models(tmp_path_factory):
-    from cloudseg_ros.nets.carn import CARNConfig
-    from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
-    from cloudseg_ros.nets.icnet import ICNetConfig
-    folder = tmp_path_factory.mktemp('models')
-    torch.manual_seed(0)
-    seg = ICNetConfig(width=8)
-    save_checkpoint(folder / 'seg_icnet.pt', build_model('icnet', seg), 'icnet', asdict(seg))
-    for scale in (2, 4):
-        sr = CARNConfig(scale=scale, channels=8, mobile=True)
-        save_checkpoint(folder / f'sr_carnm_x{scale}_aware.pt', build_model('carn', sr),
-                        'carn', asdict(sr))
-    return str(folder)
 
 
 def _collect(node, topic, msg_type, qos_profile):

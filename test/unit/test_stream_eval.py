@@ -3,7 +3,6 @@
 Most tests use a stub engine whose mask is a function of the image content, so accuracy can be
 worked out by hand; the command tests run tiny random-init networks on the CPU.
 """
-from dataclasses import asdict
 import json
 import shutil
 from types import SimpleNamespace
@@ -277,37 +276,13 @@ def test_codec_values_are_checked_when_parsing(capsys):
                               ).codec_settings == {'jpeg': [30, 50, 70, 90]}
 
 
-def _save_tiny_sr(folder, scale):
-    """A random-init aware CARN-M for `scale` at tiny width."""
-    from cloudseg_ros.nets.carn import CARNConfig
-    from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
-    sr = CARNConfig(scale=scale, channels=8, mobile=True)
-    save_checkpoint(folder / f'sr_carnm_x{scale}_aware.pt', build_model('carn', sr), 'carn',
-                    asdict(sr))
-
-
-@pytest.fixture(scope='module')
-def tiny_models(tmp_path_factory):
-    """Random-init ICNet and aware CARN-M x2/x4 at tiny widths (as in test/ros)."""
-    import torch
-    from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
-    from cloudseg_ros.nets.icnet import ICNetConfig
-    folder = tmp_path_factory.mktemp('models')
-    torch.manual_seed(0)
-    seg = ICNetConfig(width=8)
-    save_checkpoint(folder / 'seg_icnet.pt', build_model('icnet', seg), 'icnet', asdict(seg))
-    for scale in (2, 4):
-        _save_tiny_sr(folder, scale)
-    return str(folder)
-
-
 @pytest.fixture(scope='module')
 def tiny_models_x3(tiny_models, tmp_path_factory):
-    """The tiny_models weights plus an aware CARN-M x3."""
+    """The tiny_models weights (test/conftest.py) plus an aware CARN-M x3."""
+    from cloudseg_ros.inference.model_files import write_tiny_models
     folder = tmp_path_factory.mktemp('models_x3') / 'models'
     shutil.copytree(tiny_models, folder)
-    _save_tiny_sr(folder, 3)
-    return str(folder)
+    return write_tiny_models(str(folder), scales=(3,))
 
 
 @pytest.fixture(scope='module')
