@@ -57,6 +57,12 @@ class CodecRange:
             raise ValueError(f'gop must be >= 1, got {self.gop}')
 
 
+def codec_range_of(cfg: object) -> CodecRange:
+    """The CodecRange of a train config with `codecs`, `jpeg_quality_*`, `h264_crf_*` keys."""
+    return CodecRange(tuple(cfg.codecs), (cfg.jpeg_quality_min, cfg.jpeg_quality_max),
+                      (cfg.h264_crf_min, cfg.h264_crf_max))
+
+
 def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
     """What the cloud decodes after the robot sent `rgb` as JPEG at `quality`."""
     return decode_jpeg(encode_jpeg(rgb, int(quality)))

@@ -35,7 +35,7 @@ from cloudseg_ros.nets.icnet import ICNet
 
 from . import common
 from .augment import blur_and_noise, seg_augment, seg_augment_views, to_float_nchw
-from .codec_data import CodecRange, build_degraded_views, jpeg_round_trip
+from .codec_data import build_degraded_views, codec_range_of, jpeg_round_trip
 from .config import config_dict, run_training_command, seed_everything
 from .datasets import SegSplit, load_seg_split, split_by_sequence
 from .losses import cascade_ce_loss, class_weights, seg_kl_loss
@@ -117,14 +117,9 @@ class SegData:
     val_jpeg50: Optional[np.ndarray] = None  # val frames after a JPEG q50 round trip
 
 
-def _codec_range(cfg: SegTrainConfig) -> CodecRange:
-    return CodecRange(tuple(cfg.codecs), (cfg.jpeg_quality_min, cfg.jpeg_quality_max),
-                      (cfg.h264_crf_min, cfg.h264_crf_max))
-
-
 def _degraded_views(train: SegSplit, cfg: SegTrainConfig) -> np.ndarray:
     t0 = time.perf_counter()
-    views = build_degraded_views(train.images, cfg.degrade_variants, _codec_range(cfg),
+    views = build_degraded_views(train.images, cfg.degrade_variants, codec_range_of(cfg),
                                  scale_probs=cfg.degrade_scale_probs, seed=cfg.seed)
     print(f'train-seg: {cfg.degrade_variants} degraded views per frame '
           f'({time.perf_counter() - t0:.1f}s)', flush=True)

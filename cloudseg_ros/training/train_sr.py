@@ -28,7 +28,7 @@ from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as sav
 from . import common
 from .augment import (area_downsample, dihedral_pair, mix_codec_lr, paired_patches, sr_batch,
                       to_float_nchw)
-from .codec_data import CodecRange, build_lr_variants, cached, crop_to_scale
+from .codec_data import CodecRange, build_lr_variants, cached, codec_range_of, crop_to_scale
 from .config import config_dict, run_training_command, seed_everything
 from .datasets import group_by_size, load_frames
 from .losses import psnr_torch, sr_loss
@@ -111,18 +111,12 @@ class FramePools:
     val_lr_jpeg: Optional[np.ndarray] = None  # (M, h, w, 3) val LR through JPEG q50
 
 
-def codec_range(cfg: object) -> CodecRange:
-    """The codec settings of a config with the `codec*` / `jpeg_*` / `h264_*` keys."""
-    return CodecRange(tuple(cfg.codecs), (cfg.jpeg_quality_min, cfg.jpeg_quality_max),
-                      (cfg.h264_crf_min, cfg.h264_crf_max))
-
-
 def decoded_lr_pools(groups: Sequence[np.ndarray], cfg: object, device: torch.device,
                      label: str) -> List[torch.Tensor]:
     """Decoded LR variants of each HR group on `device` (empty when codec_variants is 0)."""
     if cfg.codec_variants <= 0:
         return []
-    rng = codec_range(cfg)
+    rng = codec_range_of(cfg)
     out = []
     for i, group in enumerate(groups):
         name = (f'lr_x{cfg.scale}_g{i}_{len(group)}x{group.shape[2]}x{group.shape[1]}'
