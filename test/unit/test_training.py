@@ -278,21 +278,29 @@ def test_train_seg_checkpoints_and_resume(camvid, tmp_path):
     assert state['step'] == 4 and state['optimizer']['state']
 
 
-def test_train_sr_and_finetune_entry_points(camvid, tmp_path):
+def _sr_seg_finetune(camvid, tmp_path, scale, patch, crop_hw, extra=()):
+    """train-sr, train-seg and finetune-sr on tiny nets; returns the three output folders."""
     from cloudseg_ros.training import finetune_sr, train_seg, train_sr
     sr_out, seg_out, ft_out = (str(tmp_path / n) for n in ('sr', 'seg', 'ft'))
-    common_sets = ['--device', 'cpu', '--set', f'data={camvid}', '--set', 'steps=2',
-                   '--set', 'log_every=1', '--set', 'eval_every=0', '--set', 'scale=2']
+    sets = ['--device', 'cpu', '--set', f'data={camvid}', '--set', 'steps=2',
+            '--set', 'log_every=1', '--set', 'eval_every=0', '--set', f'scale={scale}',
+            *extra]
     assert train_sr.main(['--out', sr_out, '--set', 'channels=8', '--set', 'num_cascades=1',
-                          '--set', 'groups=2', '--set', 'patch=16', '--set', 'batch_size=2']
-                         + common_sets) == 0
+                          '--set', 'groups=2', '--set', f'patch={patch}',
+                          '--set', 'batch_size=2'] + sets) == 0
     assert train_seg.main(['--out', seg_out, '--device', 'cpu', '--set', f'data={camvid}',
                            '--set', 'steps=1', '--set', 'width=8', '--set', 'batch_size=2',
                            '--set', 'crop_h=32', '--set', 'crop_w=32']) == 0
     assert finetune_sr.main(['--out', ft_out, '--set', f'sr_checkpoint={sr_out}/last.pt',
                              '--set', f'seg_checkpoint={seg_out}/best.pt',
-                             '--set', 'crop_h=32', '--set', 'crop_w=32',
-                             '--set', 'batch_size=2'] + common_sets) == 0
+                             '--set', f'crop_h={crop_hw[0]}', '--set', f'crop_w={crop_hw[1]}',
+                             '--set', 'batch_size=2'] + sets) == 0
+    return sr_out, seg_out, ft_out
+
+
+def test_train_sr_and_finetune_entry_points(camvid, tmp_path):
+    from cloudseg_ros.training import finetune_sr
+    _, _, ft_out = _sr_seg_finetune(camvid, tmp_path, 2, 16, (32, 32))
     model, ckpt = load_checkpoint(os.path.join(ft_out, 'last.pt'))
     assert ckpt['model_type'] == 'carn' and model.config.scale == 2
     assert {'miou', 'psnr', 'psnr_drop'} <= set(ckpt['metrics'])
@@ -319,23 +327,10 @@ def test_train_seg_robust_recipe_with_held_out_drive(camvid, tmp_path):
 
 def test_finetune_x3_on_decoded_lr_reports_jpeg_metrics(camvid, tmp_path):
     """x3 (no pyramid branch) end to end on codec-decoded LR; metrics on JPEG q50 LR too."""
-    from cloudseg_ros.training import finetune_sr, train_seg, train_sr
-    sr_out, seg_out, ft_out = (str(tmp_path / n) for n in ('sr', 'seg', 'ft'))
-    sets = ['--device', 'cpu', '--set', f'data={camvid}', '--set', 'steps=2',
-            '--set', 'log_every=1', '--set', 'eval_every=0', '--set', 'scale=3',
-            '--set', 'codec_variants=2']
-    assert train_sr.main(['--out', sr_out, '--set', 'channels=8', '--set', 'num_cascades=1',
-                          '--set', 'groups=2', '--set', 'patch=24', '--set', 'batch_size=2']
-                         + sets) == 0
+    sr_out, _, ft_out = _sr_seg_finetune(camvid, tmp_path, 3, 24, (36, 48),
+                                         ('--set', 'codec_variants=2'))
     _, ckpt = load_checkpoint(os.path.join(sr_out, 'last.pt'))
     assert {'psnr', 'psnr_jpeg50', 'psnr_jpeg50_bilinear'} <= set(ckpt['metrics'])
-    assert train_seg.main(['--out', seg_out, '--device', 'cpu', '--set', f'data={camvid}',
-                           '--set', 'steps=1', '--set', 'width=8', '--set', 'batch_size=2',
-                           '--set', 'crop_h=32', '--set', 'crop_w=32']) == 0
-    assert finetune_sr.main(['--out', ft_out, '--set', f'sr_checkpoint={sr_out}/last.pt',
-                             '--set', f'seg_checkpoint={seg_out}/best.pt',
-                             '--set', 'crop_h=36', '--set', 'crop_w=48',
-                             '--set', 'batch_size=2'] + sets) == 0
     model, ckpt = load_checkpoint(os.path.join(ft_out, 'last.pt'))
     assert model.config.scale == 3
     assert {'miou', 'miou_jpeg50', 'psnr_drop_jpeg50'} <= set(ckpt['metrics'])
