@@ -15,8 +15,12 @@ Delay gradient (the congestion signal)
     original GCC draft). The size-corrected delays are smoothed (EWMA) and their slope over
     time, in ms of delay per s, is ~0 while the bottleneck queue is stable and equals the
     excess ``(sent - capacity) / capacity`` (x1000) while it fills (:func:`delay_trend`). A
-    slope above ``overuse_slope_ms_per_s`` for ``overuse_min_frames`` frames in a row is
-    *overuse*, below its negative *underuse* (the queue drains), otherwise *normal*.
+    slope above the threshold for ``overuse_min_frames`` frames in a row is *overuse*, below
+    its negative *underuse* (the queue drains), otherwise *normal*. The threshold adapts as
+    GCC's does: it starts at ``overuse_slope_ms_per_s`` and moves toward |slope| (faster up
+    than down), except when |slope| jumps far past it (a queue, not noise), clamped to
+    ``[overuse_slope_ms_per_s, overuse_slope_max_ms_per_s]``, so sustained jitter of the
+    arrival stamps (a busy receiver) reads as overuse less often.
 
 Delivery rate (the capacity measurement)
     Bytes that arrived over the last ``window_s`` seconds. It equals the link capacity only
@@ -77,6 +81,8 @@ MIN_TREND_FRAMES = 6
 SEQ_RESTART_GAP = 1000
 # An arrival clock that goes back by more than this means a clock reset: start over.
 CLOCK_JUMP_S = 1.0
+# Longest inter-arrival gap one threshold update may use (a gap says nothing about jitter).
+THRESHOLD_MAX_DT_S = 0.1
 # The accelerating increase stops doubling here (2^60 x any increase rate is past every cap).
 MAX_DOUBLINGS = 60.0
 
@@ -133,7 +139,11 @@ class BandwidthEstimatorConfig:
     trend_window: int = 20  # frames in the delay-trend regression (GCC uses 20)
     trend_max_span_s: float = 2.0  # ...and at most this many seconds of arrivals
     delay_smoothing: float = 0.9  # EWMA weight of the past on size-corrected delays (GCC: 0.9)
-    overuse_slope_ms_per_s: float = 20.0  # delay growth (ms per s) that means a queue is filling
+    overuse_slope_ms_per_s: float = 20.0  # initial and lowest overuse threshold, ms of delay per s
+    overuse_slope_max_ms_per_s: float = 60.0  # highest the adaptive threshold goes, ms per s
+    threshold_up_per_s: float = 1.0  # rate at which the threshold rises toward |trend|, per s
+    threshold_down_per_s: float = 0.3  # ...and falls toward it, per s
+    threshold_max_step_ms_per_s: float = 20.0  # a |trend| this far above it does not move it
     overuse_min_frames: int = 2  # consecutive frames over the threshold before overuse
     decrease_factor: float = 0.85  # decay per second of silence past stall_timeout_s
     increase_per_s: float = 0.08  # initial multiplicative increase in normal state, per second
@@ -150,13 +160,17 @@ class BandwidthEstimatorConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first field that is out of range."""
         positive = ('window_s', 'trend_max_span_s', 'overuse_slope_ms_per_s', 'ramp_doubling_s',
-                    'loss_window_s', 'stall_timeout_s', 'min_kbps')
+                    'loss_window_s', 'stall_timeout_s', 'min_kbps', 'threshold_up_per_s',
+                    'threshold_down_per_s', 'threshold_max_step_ms_per_s')
         for name in positive:
             if not getattr(self, name) > 0.0:
                 raise ValueError(f'{name} must be > 0, got {getattr(self, name)}')
         if not (isinstance(self.trend_window, int) and self.trend_window >= MIN_TREND_FRAMES):
             raise ValueError(f'trend_window must be an integer >= {MIN_TREND_FRAMES}, '
                              f'got {self.trend_window!r}')
+        if not self.overuse_slope_max_ms_per_s >= self.overuse_slope_ms_per_s:
+            raise ValueError(f'overuse_slope_max_ms_per_s ({self.overuse_slope_max_ms_per_s}) '
+                             f'must be >= overuse_slope_ms_per_s ({self.overuse_slope_ms_per_s})')
         if not (isinstance(self.overuse_min_frames, int) and self.overuse_min_frames >= 1):
             raise ValueError(f'overuse_min_frames must be an integer >= 1, '
                              f'got {self.overuse_min_frames!r}')
@@ -214,6 +228,7 @@ class BandwidthEstimator:
         self._frames: Deque[_Frame] = deque()
         self._state = 'normal'
         self._slope = 0.0
+        self._threshold = self._config.overuse_slope_ms_per_s
         self._over_count = 0
         self._delay_ref_s: Optional[float] = None
         self._max_seq: Optional[int] = None
@@ -246,7 +261,7 @@ class BandwidthEstimator:
         self._frames_total += 1
         self._max_seq = seq if self._max_seq is None else max(self._max_seq, seq)
         self._prune(arrival)
-        self._update_state()
+        self._update_state(0.0 if last is None else arrival - last)
         self._update_rate(arrival, 0.0 if last is None else arrival - last)
 
     def on_undelivered(self, now_s: float, delivered_kbps: float) -> None:
@@ -302,10 +317,11 @@ class BandwidthEstimator:
         return delay_trend([f.arrival_s - newest for f in frames], [f.delay_ms for f in frames],
                            [f.size_bytes for f in frames], self._config.delay_smoothing)
 
-    def _update_state(self) -> None:
-        """Classify the delay trend as overuse, underuse or normal."""
-        threshold = self._config.overuse_slope_ms_per_s
+    def _update_state(self, dt_s: float) -> None:
+        """Classify the delay trend as overuse, underuse or normal, then adapt the threshold."""
+        threshold = self._threshold
         self._slope = self._trend_slope()
+        self._adapt_threshold(dt_s)
         self._over_count = self._over_count + 1 if self._slope > threshold else 0
         if self._over_count >= self._config.overuse_min_frames:
             self._state = 'overuse'
@@ -313,6 +329,17 @@ class BandwidthEstimator:
             self._state = 'underuse'
         else:
             self._state = 'normal'
+
+    def _adapt_threshold(self, dt_s: float) -> None:
+        """Move the overuse threshold toward |trend|: fast up, slowly down, never on a jump."""
+        cfg = self._config
+        excess = abs(self._slope) - self._threshold
+        if excess > cfg.threshold_max_step_ms_per_s:
+            return
+        rate = cfg.threshold_up_per_s if excess > 0.0 else cfg.threshold_down_per_s
+        step = min(1.0, rate * min(dt_s, THRESHOLD_MAX_DT_S))
+        self._threshold = min(max(self._threshold + step * excess, cfg.overuse_slope_ms_per_s),
+                              cfg.overuse_slope_max_ms_per_s)
 
     # ---------------------------------------------------------------------- rate control
     def _update_rate(self, now_s: float, dt_s: float) -> None:
@@ -401,6 +428,11 @@ class BandwidthEstimator:
     def state(self) -> str:
         """Delay-trend verdict of the newest frame: 'normal', 'overuse' or 'underuse'."""
         return self._state
+
+    @property
+    def overuse_threshold_ms_per_s(self) -> float:
+        """Current (adaptive) overuse threshold of the delay trend, ms per s."""
+        return self._threshold
 
     @property
     def trend_ms_per_s(self) -> float:

@@ -35,7 +35,7 @@ from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.clock import SimClockWatch, steady_clock
 from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, mask_to_image_msg,
                                           rgb_to_image_msg)
-from cloudseg_ros.ros.frames import cloud_stats_msg, meta_from_msg
+from cloudseg_ros.ros.frames import arrival_time, cloud_stats_msg, meta_from_msg
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, declare_params
@@ -135,7 +135,8 @@ class RobotStream:
         self.key_pub = node.create_publisher(Empty, prefix + 'keyframe_request', qos.STATS)
         self.sub = node.create_subscription(
             EncodedFrame, prefix + 'frames',
-            node.guard.wrap(f'{self.name}: frame', lambda msg: node.on_frame(self, msg),
+            node.guard.wrap(f'{self.name}: frame',
+                            lambda msg, info: node.on_frame(self, msg, info),
                             on_error=self._count_rejected),
             qos.ENCODED_STREAM, callback_group=group)
 
@@ -219,9 +220,9 @@ class CloudNode(Node):
         if self.engine is not None:
             self.engine.config.pyramid_reuse = settings.pyramid_reuse
 
-    def on_frame(self, stream: RobotStream, msg: EncodedFrame) -> None:
+    def on_frame(self, stream: RobotStream, msg: EncodedFrame, info=None) -> None:
         """Receive callback: decode now (H.264 needs every frame), infer later."""
-        arrival = self.get_clock().now()
+        arrival = arrival_time(self.get_clock(), info)  # the middleware's, not this callback's
         try:
             frame = stream.receiver.receive(meta_from_msg(msg), msg.data)
         except ReceiveError as err:

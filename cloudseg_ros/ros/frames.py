@@ -1,10 +1,41 @@
-"""EncodedFrame / PipelineStats <-> core dataclasses."""
+"""EncodedFrame / PipelineStats <-> core dataclasses, and when a frame arrived."""
 import math
-from typing import Dict
+from typing import Dict, Mapping, Optional
+
+from rclpy.clock import Clock
+from rclpy.time import Time
 
 from cloudseg_ros.core.receiver import DecodedFrame, FrameMeta, StreamReceiver
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros.conversions import copy_header, stamp_to_s
+
+
+# A middleware receive stamp further than this from the node's clock is on another clock (or
+# broken): the node's clock reading is used instead.
+MAX_RECEIVE_STAMP_AGE_S = 5.0
+
+
+def arrival_time(clock: Clock, info: Optional[Mapping] = None) -> Time:
+    """When the middleware received a message: `info['received_timestamp']`, else `clock.now()`.
+
+    `info` is the MessageInfo that rclpy passes to a subscription callback taking `(msg, info)`
+    (Humble, Jazzy, Kilted: a dict with 'received_timestamp' in ns of the system clock, 0 where
+    the middleware does not fill it). The callback itself may run much later: it waits for a
+    free executor thread and for Python's GIL while inference runs, and that wait is the
+    cloud's CPU load, not the link's queue; stamped in the callback it read as congestion
+    (docs/WAN.md, section 4). Under simulated time the receive stamp is on another clock than
+    the frame stamps, so the clock's reading is used.
+    """
+    now = clock.now()
+    if info is None or getattr(clock, 'ros_time_is_active', False):
+        return now
+    try:
+        received_ns = int(info.get('received_timestamp', 0))
+    except (AttributeError, TypeError, ValueError):
+        return now
+    if received_ns <= 0 or abs(now.nanoseconds - received_ns) > MAX_RECEIVE_STAMP_AGE_S * 1e9:
+        return now
+    return Time(nanoseconds=min(received_ns, now.nanoseconds), clock_type=now.clock_type)
 
 
 def meta_from_msg(msg: EncodedFrame) -> FrameMeta:

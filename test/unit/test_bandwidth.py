@@ -6,6 +6,7 @@ sender emits 15 frames/s whose sizes vary (+-25 %) with a double-size key frame 
 a JPEG stream of a moving scene.
 """
 import heapq
+import math
 import random
 from dataclasses import dataclass
 from typing import Callable, List, Optional
@@ -172,6 +173,67 @@ def test_small_sustained_excess_is_detected():
     assert ticks[-1].estimate_kbps < 1080.0
 
 
+def cpu_jittered_frames(duration_s: float, amplitude_ms: float, period_s: float,
+                        queue_from_s: float = math.inf, queue_ms_per_s: float = 150.0):
+    """(send, arrival, size, seq) of 500 kbit/s on an idle link whose arrival stamps wander.
+
+    The delay rises and falls by up to `amplitude_ms` every ~`period_s` (a busy receiver CPU:
+    the stamps wait, then catch up); from `queue_from_s` on a real queue also grows.
+    """
+    rng = random.Random(7)
+    frames = []
+    for seq in range(int(duration_s * FPS)):
+        t = seq / FPS
+        phase = 2.0 * math.pi * t / period_s + rng.uniform(-0.3, 0.3)
+        delay_s = 0.03 + amplitude_ms * 1e-3 * max(0.0, math.sin(phase))
+        delay_s += max(0.0, t - queue_from_s) * queue_ms_per_s * 1e-3
+        frames.append((t, t + delay_s, 4200, seq))
+    return frames
+
+
+def overuse_frames(config: BandwidthEstimatorConfig, frames) -> int:
+    estimator = BandwidthEstimator(config)
+    count = 0
+    for frame in frames:
+        estimator.on_frame(*frame)
+        count += estimator.state == 'overuse' and frame[0] > 5.0
+    return count
+
+
+def test_adaptive_threshold_reads_less_receiver_jitter_as_overuse():
+    frames = cpu_jittered_frames(30.0, amplitude_ms=60.0, period_s=2.0)
+    fixed = BandwidthEstimatorConfig(overuse_slope_max_ms_per_s=20.0)  # the old fixed 20 ms/s
+    adaptive = BandwidthEstimatorConfig()
+    assert overuse_frames(adaptive, frames) < 0.6 * overuse_frames(fixed, frames)
+
+
+def test_adaptive_threshold_rises_is_clamped_and_comes_back():
+    config = BandwidthEstimatorConfig()
+    estimator = BandwidthEstimator(config)
+    assert estimator.overuse_threshold_ms_per_s == config.overuse_slope_ms_per_s
+    peak = 0.0
+    for frame in cpu_jittered_frames(30.0, amplitude_ms=80.0, period_s=2.0):
+        estimator.on_frame(*frame)
+        peak = max(peak, estimator.overuse_threshold_ms_per_s)
+    assert config.overuse_slope_ms_per_s + 10.0 < peak <= config.overuse_slope_max_ms_per_s
+    # Calm arrivals afterwards: back down to the floor, never below it.
+    for seq in range(450, 900):
+        estimator.on_frame(seq / FPS, seq / FPS + 0.03, 4200, seq)
+    assert estimator.overuse_threshold_ms_per_s == pytest.approx(config.overuse_slope_ms_per_s,
+                                                                 abs=0.5)
+
+
+def test_real_queue_is_detected_after_jitter_raised_the_threshold():
+    # The queue grows 150 ms per s (15 % over capacity): a jump the threshold does not follow.
+    estimator = BandwidthEstimator()
+    detected_s = None
+    for frame in cpu_jittered_frames(30.0, 60.0, 2.0, queue_from_s=25.0):
+        estimator.on_frame(*frame)
+        if frame[0] >= 25.0 and estimator.state == 'overuse' and detected_s is None:
+            detected_s = frame[0] - 25.0
+    assert detected_s is not None and detected_s < 1.5
+
+
 def test_app_limited_estimate_is_capped_by_probe_factor():
     # 500 kbps on an 8 Mbit/s link: the estimate may run ahead, but only to ~2x what it sees.
     ticks = simulate(60.0, lambda t: 8000.0, 0, lambda t, e: 500.0)
@@ -251,6 +313,8 @@ def test_delay_trend_separates_queue_growth_from_frame_size():
     ('window_s', 0.0), ('trend_window', 3), ('trend_window', 20.5), ('decrease_factor', 1.0),
     ('delay_smoothing', 0.0), ('increase_per_s', 0.9), ('probe_factor', 0.5),
     ('initial_kbps', 10.0), ('overuse_min_frames', 0), ('loss_threshold', 1.5),
+    ('overuse_slope_max_ms_per_s', 10.0), ('threshold_up_per_s', 0.0),
+    ('threshold_max_step_ms_per_s', -1.0),
 ])
 def test_config_validation_names_the_field(field, value):
     config = BandwidthEstimatorConfig(**{field: value})
