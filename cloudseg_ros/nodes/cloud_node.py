@@ -9,13 +9,10 @@ Timers and rate limits run on the steady clock, so `use_sim_time` without `/cloc
 the stamps (and a warning), never the masks.
 """
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
 
 from cloudseg_ros.core.frame_slots import LatestSlots
@@ -23,131 +20,21 @@ from cloudseg_ros.core.imageops import upsample_bilinear
 from cloudseg_ros.core.mask_codec import PNG_MONO8_FORMAT, encode_mask_png
 from cloudseg_ros.core.metrics import confusion_matrix, mean_iou
 from cloudseg_ros.core.palette import overlay
-from cloudseg_ros.core.rate_limit import TokenBucket
-from cloudseg_ros.core.receiver import (ReceiveError, ReceiveLimits, StreamReceiver,
-                                        check_probe_twin)
+from cloudseg_ros.core.receiver import ReceiveError, ReceiveLimits, check_probe_twin
 from cloudseg_ros.core.selector import FrameKind
 from cloudseg_ros.inference import model_files
 from cloudseg_ros.inference.engine import EngineConfig, EngineError, EngineInput, SegEngine
-from cloudseg_ros.msg import EncodedFrame, PipelineStats
+from cloudseg_ros.msg import EncodedFrame
 from cloudseg_ros.nets.checkpoint import CheckpointError
-from cloudseg_ros.ros import qos
+from cloudseg_ros.ros.cloud_params import PARAMS, CloudSettings  # noqa: F401 (PARAMS: tests)
 from cloudseg_ros.ros.clock import SimClockWatch, steady_clock
 from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, mask_to_image_msg,
                                           rgb_to_image_msg)
 from cloudseg_ros.ros.frames import arrival_time, cloud_stats_msg, meta_from_msg
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
-from cloudseg_ros.ros.params import ParamBinder, ParamSpec, declare_params
-
-LIMITS = ReceiveLimits()  # defaults of the resource bounds
-KEYFRAME_REQUEST_PERIOD_S = 0.5  # do not flood the uplink with requests
-MAX_BATCH_PIXELS = 8 * 1920 * 1080  # a full batch of 1080p frames
-PARAMS = (
-    ParamSpec('robot_namespaces', [''], "Namespaces of the robots served ('' = this node's).",
-              read_only=True),
-    ParamSpec('models_dir', '', "Folder of the weights ('' = the package's models/).",
-              read_only=True),
-    ParamSpec('seg_model', '',
-              'Segmentation model file: our ICNet checkpoint, or a TorchScript / torch.export '
-              "(.pt2) network with its YAML beside it ('' = models_dir/seg_icnet.pt).",
-              read_only=True),
-    ParamSpec('sr_variant', 'aware', 'Super-resolution weights.',
-              choices=model_files.SR_VARIANTS, read_only=True),
-    ParamSpec('device', 'auto', "Torch device: 'auto' (CUDA if present), 'cpu', 'cuda:N'.",
-              read_only=True),
-    ParamSpec('precision', 'auto', 'auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.',
-              choices=('auto', 'bf16', 'fp16', 'fp32'), read_only=True),
-    ParamSpec('cuda_graphs', False, 'Capture CUDA graphs per input shape (GPU only).',
-              read_only=True),
-    ParamSpec('compile', False,
-              'torch.compile the networks (GPU; about 20 s per new frame size, paid at start '
-              'for warmup_width x warmup_height).', read_only=True),
-    ParamSpec('warmup_width', 480, 'Width of the warm-up frames (the cameras), pixels.',
-              16, 8192, read_only=True),
-    ParamSpec('warmup_height', 360, 'Height of the warm-up frames, pixels.', 16, 8192,
-              read_only=True),
-    # Resource bounds are read-only: whoever may set parameters must not lift them at run time.
-    ParamSpec('max_input_pixels', LIMITS.max_input_pixels,
-              'Largest received frame (payload width x height), pixels; larger ones are '
-              'rejected before decoding.', 256, 8192 * 8192, read_only=True),
-    ParamSpec('max_output_pixels', LIMITS.max_output_pixels,
-              'Largest declared original size (= super-resolution and mask size), pixels; '
-              'larger frames are rejected before decoding.', 256, 8192 * 8192, read_only=True),
-    ParamSpec('max_payload_bytes', LIMITS.max_payload_bytes,
-              'Largest encoded payload, bytes; larger ones are rejected unread.',
-              1024, 1 << 30, read_only=True),
-    ParamSpec('max_frame_rate_hz', 120.0,
-              'Most frames per second accepted from one robot (bursts of one second pass); '
-              'more are dropped before decoding.', 1.0, 10000.0, read_only=True),
-    ParamSpec('max_keyframe_request_hz', 1.0 / KEYFRAME_REQUEST_PERIOD_S,
-              'Most key-frame requests per second sent to one robot, Hz.', 0.01, 100.0,
-              read_only=True),
-    ParamSpec('max_batch_pixels', MAX_BATCH_PIXELS,
-              'Memory budget of one inference batch: summed original (SR and mask) pixels; a '
-              'batch stops before exceeding it (one frame always goes).', 256, 1 << 32,
-              read_only=True),
-    ParamSpec('pyramid_reuse', True,
-              "Feed the received LR frame to ICNet's low-resolution branch (paper 3.2)."),
-    ParamSpec('max_batch', 8, 'Most frames (of different robots) segmented together.', 1, 64),
-    ParamSpec('publish_color', True, 'Publish mask_color (rgb8 overlay for rviz).'),
-    ParamSpec('publish_compressed', True, 'Publish mask/compressed (PNG) for the downlink.'),
-    ParamSpec('overlay_alpha', 0.5, 'Opacity of the class colours in mask_color (0..1).',
-              0.0, 1.0),
-)
-RECENT_MASKS = 16  # masks kept per robot to pair a probe with its LR frame
-
-
-@dataclass(frozen=True)
-class CloudSettings:
-    """The live-tunable part of the parameters."""
-
-    pyramid_reuse: bool
-    max_batch: int
-    publish_color: bool
-    publish_compressed: bool
-    overlay_alpha: float
-
-    @staticmethod
-    def from_values(values) -> 'CloudSettings':
-        """Build from {parameter: value}."""
-        return CloudSettings(bool(values['pyramid_reuse']), int(values['max_batch']),
-                             bool(values['publish_color']), bool(values['publish_compressed']),
-                             float(values['overlay_alpha']))
-
-
-class RobotStream:
-    """Everything the node keeps per robot: receiver, publishers, recent masks."""
-
-    def __init__(self, node: Node, namespace: str, group, limits: ReceiveLimits,
-                 key_request_hz: float) -> None:
-        prefix = namespace.rstrip('/') + '/' if namespace else ''
-        self.name = namespace or node.get_namespace()
-        self.receiver = StreamReceiver(limits)
-        self.recent_masks = OrderedDict()  # acquisition stamp (ns) -> mask
-        self.recent_frames = OrderedDict()  # acquisition stamp (ns) -> DecodedFrame
-        self.key_requests = TokenBucket(key_request_hz)
-        self.mask_pub = node.create_publisher(Image, prefix + 'mask', qos.RESULT)
-        self.color_pub = node.create_publisher(Image, prefix + 'mask_color', qos.RESULT)
-        self.png_pub = node.create_publisher(CompressedImage, prefix + 'mask/compressed',
-                                             qos.RESULT)
-        self.stats_pub = node.create_publisher(PipelineStats, prefix + 'cloud_stats', qos.STATS)
-        self.key_pub = node.create_publisher(Empty, prefix + 'keyframe_request', qos.STATS)
-        self.sub = node.create_subscription(
-            EncodedFrame, prefix + 'frames',
-            node.guard.wrap(f'{self.name}: frame',
-                            lambda msg, info: node.on_frame(self, msg, info),
-                            on_error=self._count_rejected),
-            qos.ENCODED_STREAM, callback_group=group)
-
-    def _count_rejected(self) -> None:
-        self.receiver.rejected += 1
-
-    def remember(self, table: OrderedDict, stamp_ns: int, item) -> None:
-        """Keep a recent frame or mask (bounded) to pair probes with their LR twin."""
-        table[stamp_ns] = item
-        while len(table) > RECENT_MASKS:
-            table.popitem(last=False)
+from cloudseg_ros.ros.params import ParamBinder, declare_params
+from cloudseg_ros.ros.robot_stream import RobotStream
 
 
 def _stamp_ns(header) -> int:

@@ -1,0 +1,47 @@
+"""Per-robot state of the cloud node: receiver, publishers, rate limit, recent masks."""
+from collections import OrderedDict
+
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Empty
+
+from cloudseg_ros.core.rate_limit import TokenBucket
+from cloudseg_ros.core.receiver import ReceiveLimits, StreamReceiver
+from cloudseg_ros.msg import EncodedFrame, PipelineStats
+from cloudseg_ros.ros import qos
+
+RECENT_MASKS = 16  # masks kept per robot to pair a probe with its LR frame
+
+
+class RobotStream:
+    """Everything the node keeps per robot: receiver, publishers, recent masks."""
+
+    def __init__(self, node: Node, namespace: str, group, limits: ReceiveLimits,
+                 key_request_hz: float) -> None:
+        prefix = namespace.rstrip('/') + '/' if namespace else ''
+        self.name = namespace or node.get_namespace()
+        self.receiver = StreamReceiver(limits)
+        self.recent_masks = OrderedDict()  # acquisition stamp (ns) -> mask
+        self.recent_frames = OrderedDict()  # acquisition stamp (ns) -> DecodedFrame
+        self.key_requests = TokenBucket(key_request_hz)
+        self.mask_pub = node.create_publisher(Image, prefix + 'mask', qos.RESULT)
+        self.color_pub = node.create_publisher(Image, prefix + 'mask_color', qos.RESULT)
+        self.png_pub = node.create_publisher(CompressedImage, prefix + 'mask/compressed',
+                                             qos.RESULT)
+        self.stats_pub = node.create_publisher(PipelineStats, prefix + 'cloud_stats', qos.STATS)
+        self.key_pub = node.create_publisher(Empty, prefix + 'keyframe_request', qos.STATS)
+        self.sub = node.create_subscription(
+            EncodedFrame, prefix + 'frames',
+            node.guard.wrap(f'{self.name}: frame',
+                            lambda msg, info: node.on_frame(self, msg, info),
+                            on_error=self._count_rejected),
+            qos.ENCODED_STREAM, callback_group=group)
+
+    def _count_rejected(self) -> None:
+        self.receiver.rejected += 1
+
+    def remember(self, table: OrderedDict, stamp_ns: int, item) -> None:
+        """Keep a recent frame or mask (bounded) to pair probes with their LR twin."""
+        table[stamp_ns] = item
+        while len(table) > RECENT_MASKS:
+            table.popitem(last=False)
