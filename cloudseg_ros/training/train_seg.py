@@ -80,7 +80,7 @@ class SegTrainConfig:
     seed: int = 0
     half_weights: bool = False  # store float16 weights in checkpoints
     holdout_sequences: str = ''  # comma-separated drives left out of training, used to select
-    degrade_variants: int = 0  # degraded copies per training frame (0: clean training only)
+    degrade_variants: int = 6  # degraded copies per training frame (0: clean training only)
     degrade_scale_probs: Tuple[float, ...] = (0.4, 0.2, 0.2, 0.2)  # of x1, x2, x3, x4
     codecs: Tuple[str, ...] = ('jpeg', 'h264')
     jpeg_quality_min: int = 30
@@ -92,7 +92,7 @@ class SegTrainConfig:
     noise_prob: float = 0.2
     max_noise: float = 0.03  # noise std on [0, 1] pixels
     consistency_weight: float = 1.0  # KL(p_clean || p_degraded)
-    ema_decay: float = 0.0  # >0: evaluate and save an exponential moving average of the weights
+    ema_decay: float = 0.999  # >0: evaluate and save an exponential moving average (0: off)
 
 
 def build_model(cfg: SegTrainConfig, num_classes: int) -> ICNet:
