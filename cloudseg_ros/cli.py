@@ -22,6 +22,7 @@ COMMANDS = {
     'wan-test': ('cloudseg_ros.tools.wan_test', 'robot/cloud across a shaped veth link (root)'),
     'make-clip': ('cloudseg_ros.tools.make_clip', 'build the bundled demo clip from CamVid'),
     'fuzz': ('cloudseg_ros.tools.fuzz', 'seeded fuzzing of receiver, engine, controller'),
+    'soak': ('cloudseg_ros.tools.soak', 'long run: RSS and latency drift per process'),
 }
 
 
