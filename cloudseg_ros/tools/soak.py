@@ -26,6 +26,9 @@ RSS_GROWTH_FRACTION = 0.10
 RSS_GROWTH_MIB = 20.0
 LATENCY_GROWTH_FRACTION = 0.5
 LATENCY_GROWTH_MS = 20.0
+# Start and end RSS are medians of this many samples: the cloud's allocator alone moves RSS
+# by tens of MiB from one sample to the next.
+RSS_MEDIAN_SAMPLES = 5
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -77,10 +80,11 @@ def drift_report(samples: List[Dict], latencies: List[tuple], duration_s: float,
                  warmup_s: float) -> Dict:
     """Summarise RSS samples ({'t_s', 'rss_mib': {name: MiB}}) and (t_s, latency_ms) pairs.
 
-    Start figures are taken at the first sample after warmup_s (imports, first frames and
-    allocator pools fill memory in the first seconds; that is not drift). RSS growth is end
-    minus start; it is flagged when it exceeds both RSS_GROWTH_MIB and RSS_GROWTH_FRACTION of
-    the start. Latency growth compares the p50 of the last minute with the first minute that
+    Start figures are taken after warmup_s (imports, first frames and allocator pools fill
+    memory in the first seconds; that is not drift): the median of the first RSS_MEDIAN_SAMPLES
+    samples after it, and the end the median of the last ones. RSS growth is end minus start;
+    it is flagged when it exceeds both RSS_GROWTH_MIB and RSS_GROWTH_FRACTION of the start.
+    Latency growth compares the p50 of the last minute with the first minute that
     starts after the warm-up.
     """
     rss = {}
@@ -90,7 +94,8 @@ def drift_report(samples: List[Dict], latencies: List[tuple], duration_s: float,
         series = [s['rss_mib'][name] for s in steady if not np.isnan(s['rss_mib'][name])]
         if not series:
             continue
-        start, end = series[0], series[-1]
+        start = float(np.median(series[:RSS_MEDIAN_SAMPLES]))
+        end = float(np.median(series[-RSS_MEDIAN_SAMPLES:]))
         growth = end - start
         rss[name] = {'first_mib': round(samples[0]['rss_mib'][name], 1),
                      'start_mib': round(start, 1), 'end_mib': round(end, 1),
@@ -111,10 +116,10 @@ def drift_report(samples: List[Dict], latencies: List[tuple], duration_s: float,
     verdict = ('growth: ' + ', '.join(grows + (['latency'] if latency_grows else []))
                if grows or latency_grows else 'no growth')
     return {'duration_s': round(duration_s, 1), 'warmup_s': round(warmup_s, 1),
-            'samples': len(samples), 'rss': rss,
+            'rss': rss,
             'latency_per_minute': minutes, 'latency_overall': _percentiles(
                 [ms for _, ms in latencies]),
-            'masks': len(latencies), 'verdict': verdict}
+            'masks': len(latencies), 'verdict': verdict, 'samples': samples}
 
 
 def soak_loop(monitor: StreamMonitor, nodes: List[NodeProcess], duration_s: float,

@@ -8,19 +8,19 @@ def _samples(cloud_mib):
 
 
 def test_flat_run_after_warm_up_is_no_growth():
-    samples = _samples([50.0, 400.0, 402.0, 401.0, 405.0])  # 0 -> 400 is start-up
+    samples = _samples([50.0] + [400.0, 440.0, 380.0, 401.0, 402.0] * 3)  # 50: start-up
     latencies = [(t, 100.0 + t % 7) for t in range(0, 180)]
     report = drift_report(samples, latencies, duration_s=180.0, warmup_s=10.0)
     cloud = report['rss']['cloud_node']
-    assert (cloud['first_mib'], cloud['start_mib'], cloud['end_mib']) == (50.0, 400.0, 405.0)
-    assert cloud['max_mib'] == 405.0 and not cloud['grows']
+    assert (cloud['first_mib'], cloud['start_mib'], cloud['end_mib']) == (50.0, 401.0, 401.0)
+    assert cloud['max_mib'] == 440.0 and not cloud['grows']
     assert [m['minute'] for m in report['latency_per_minute']] == [0, 1, 2]
     assert report['latency_per_minute'][1]['n'] == 60
     assert report['verdict'] == 'no growth' and report['masks'] == 180
 
 
 def test_rss_and_latency_growth_are_named():
-    samples = _samples([400.0, 400.0, 450.0, 500.0, 560.0])
+    samples = _samples([400.0] * 6 + [450.0, 500.0] + [560.0] * 5)
     latencies = [(t, 100.0 + t * t / 20.0) for t in range(0, 180)]
     report = drift_report(samples, latencies, duration_s=180.0, warmup_s=10.0)
     assert report['rss']['cloud_node']['grows']
