@@ -24,23 +24,29 @@ DEFAULT_CLIP = os.path.join(REPO, 'data', 'demo', 'camvid_val_15fps.mp4')
 NODES = 'cloudseg_ros.nodes.'
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(prog='cloudseg demo', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_loop_args(parser: argparse.ArgumentParser, duration_s: float, device: str,
+                  out: str) -> None:
+    """The camera -> edge -> cloud options that `demo` and `soak` share."""
     parser.add_argument('--input', default=DEFAULT_CLIP,
                         help='video file or image folder (default: the bundled CamVid clip)')
     parser.add_argument('--models', default='', help="weights folder ('' = models/)")
-    parser.add_argument('--duration', type=float, default=20.0, help='seconds to run')
+    parser.add_argument('--duration', type=float, default=duration_s, help='seconds to run')
     parser.add_argument('--rate-hz', type=float, default=15.0, help='camera rate')
     parser.add_argument('--scale', type=int, default=4, choices=(1, 2, 3, 4))
     parser.add_argument('--codec', default='jpeg', choices=('jpeg', 'h264'))
-    parser.add_argument('--device', default='auto', help='cloud torch device')
+    parser.add_argument('--device', default=device, help='cloud torch device')
     parser.add_argument('--sr-variant', default='aware', choices=('aware', 'base', 'bilinear'))
     parser.add_argument('--namespace', default='/robot1')
     parser.add_argument('--startup-timeout', type=float, default=180.0,
                         help='seconds to wait for the cloud to load its networks')
-    parser.add_argument('--out', default=os.path.join(REPO, 'out', 'demo'))
+    parser.add_argument('--out', default=out, help='folder for the outputs and node logs')
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(prog='cloudseg demo', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_loop_args(parser, 20.0, 'auto', os.path.join(REPO, 'out', 'demo'))
     return parser.parse_args(argv)
 
 

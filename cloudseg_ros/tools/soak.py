@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import rclpy
 
-from cloudseg_ros.tools.demo import (DEFAULT_CLIP, REPO, start_cloud, start_robot,
+from cloudseg_ros.tools.demo import (REPO, add_loop_args, start_cloud, start_robot,
                                      wait_for_cloud)
 from cloudseg_ros.tools.processes import NodeProcess
 from cloudseg_ros.tools.stream_monitor import StreamMonitor
@@ -35,21 +35,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog='cloudseg soak', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--duration', type=float, default=3600.0, help='seconds to run')
+    add_loop_args(parser, 3600.0, 'cpu', os.path.join(REPO, 'out', 'soak'))
     parser.add_argument('--sample-s', type=float, default=5.0,
                         help='seconds between RSS / latency samples')
-    parser.add_argument('--input', default=DEFAULT_CLIP, help='video file or image folder')
-    parser.add_argument('--models', default='', help="weights folder ('' = models/)")
-    parser.add_argument('--rate-hz', type=float, default=15.0, help='camera rate')
-    parser.add_argument('--scale', type=int, default=4, choices=(1, 2, 3, 4))
-    parser.add_argument('--codec', default='jpeg', choices=('jpeg', 'h264'))
-    parser.add_argument('--device', default='cpu', help='cloud torch device')
-    parser.add_argument('--sr-variant', default='aware', choices=('aware', 'base', 'bilinear'))
-    parser.add_argument('--namespace', default='/robot1')
-    parser.add_argument('--startup-timeout', type=float, default=180.0,
-                        help='seconds to wait for the cloud to load its networks')
-    parser.add_argument('--out', default=os.path.join(REPO, 'out', 'soak'),
-                        help='folder for the node logs')
     parser.add_argument('--warmup-s', type=float, default=None,
                         help='seconds before the start figures (default: min(60, duration/4))')
     parser.add_argument('--json', default='', help='write the drift report here')
