@@ -316,18 +316,16 @@ def _record(result: RunResult, target: str, seed: int, index: int, case, err: Ex
                                 traceback.format_exc(), case_json(target, case)))
 
 
-def run_frames(target_name: str, seed: int, cases: int, target: FrameTarget,
-               first: int = 0, progress=None) -> RunResult:
-    """Frame cases `first`..`first + cases - 1` through `target`."""
-    result = RunResult(target_name)
-    start, base_rss, seq = time.perf_counter(), rss_mb(), 1
-    for index in range(first, first + cases):
-        case = target.fuzzer.case(index, seq)
-        seq = (max(f.seq for f in case.frames) + 2) % (1 << 64)
+def _run_cases(result: RunResult, seed: int, indices: range, next_case, run_case, target,
+               progress=None) -> RunResult:
+    """Shared loop: build each case, run it, record what escapes, sample RSS, report."""
+    start, base_rss = time.perf_counter(), rss_mb()
+    for index in indices:
+        case = next_case(index)
         try:
-            target.run(case)
+            run_case(case, index)
         except Exception as err:  # noqa: B902 - everything undocumented is a finding
-            _record(result, target_name, seed, index, case, err)
+            _record(result, result.target, seed, index, case, err)
         result.cases += 1
         if result.cases % RSS_EVERY == 0:
             result.rss_growth_mb = max(result.rss_growth_mb, rss_mb() - base_rss)
@@ -336,27 +334,34 @@ def run_frames(target_name: str, seed: int, cases: int, target: FrameTarget,
     result.outcomes = target.outcomes
     result.seconds = time.perf_counter() - start
     return result
+
+
+def run_frames(target_name: str, seed: int, cases: int, target: FrameTarget,
+               first: int = 0, progress=None) -> RunResult:
+    """Frame cases `first`..`first + cases - 1` through `target`."""
+    seq = 1
+
+    def next_case(index: int):
+        nonlocal seq
+        case = target.fuzzer.case(index, seq)
+        seq = (max(f.seq for f in case.frames) + 2) % (1 << 64)
+        return case
+
+    return _run_cases(RunResult(target_name), seed, range(first, first + cases), next_case,
+                      lambda case, index: target.run(case), target, progress)
+
+
+def _controller_now_s(index: int) -> float:
+    return 1.7e9 + 0.02 * index  # 50 messages per second of the controller's clock
 
 
 def run_controller(seed: int, cases: int, first: int = 0, progress=None) -> RunResult:
     """Stats cases `first`..`first + cases - 1` through a fresh ControllerTarget."""
-    result, target, fuzzer = RunResult('controller'), ControllerTarget(), fuzz.StatsFuzzer(seed)
-    start, base_rss = time.perf_counter(), rss_mb()
-    for index in range(first, first + cases):
-        now_s = 1.7e9 + 0.02 * index  # 50 messages per second of the controller's clock
-        case = fuzzer.case(index, index, now_s)
-        try:
-            target.run(case, now_s)
-        except Exception as err:  # noqa: B902 - everything undocumented is a finding
-            _record(result, 'controller', seed, index, case, err)
-        result.cases += 1
-        if result.cases % RSS_EVERY == 0:
-            result.rss_growth_mb = max(result.rss_growth_mb, rss_mb() - base_rss)
-        if progress:
-            progress(result)
-    result.outcomes = target.outcomes
-    result.seconds = time.perf_counter() - start
-    return result
+    target, fuzzer = ControllerTarget(), fuzz.StatsFuzzer(seed)
+    return _run_cases(RunResult('controller'), seed, range(first, first + cases),
+                      lambda index: fuzzer.case(index, index, _controller_now_s(index)),
+                      lambda case, index: target.run(case, _controller_now_s(index)),
+                      target, progress)
 
 
 def write_crashes(folder: str, crashes: Sequence[Crash]) -> List[str]:
