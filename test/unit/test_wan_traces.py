@@ -27,28 +27,38 @@ WINDOW_S = 1.0
 START_UP_S = 10.0  # from the first arrival report
 
 
-HOG_MISS = ('known miss (docs/WAN.md): with a CPU hog the delay gradient reads the cloud\'s '
-            'delayed arrival stamps as overuse, also right at start-up')
+# Replays are deterministic, so every known miss is listed by (test, trace) and marked strict:
+# a listed pair that starts passing fails the run (update the table), and every other pair
+# asserts for real. Reasons are in docs/WAN.md (4: after middleware arrival stamps; 4b: the
+# wan_hog*/wan_idle* traces recorded before, whose callback stamps carried CPU delays).
+CALLBACK_STAMPS = ('arrival stamps taken in the callback carried CPU delays that the delay '
+                   'gradient reads as overuse (docs/WAN.md 4b)')
+KNOWN_MISSES = {
+    'test_estimate_is_never_below_what_arrives': (
+        ('wan_idle2', 'wan_idle3', 'wan_rx_hog1', 'wan_rx_idle1'),
+        'the floor is the robust rate (4-frame dispersion vs 1 s window), which an overuse '
+        "cut can take below the last second's arrivals (wan_idle2 at 58.8 s: 263 vs 391)"),
+    'test_no_drop_at_start_up': (('wan_hog1', 'wan_hog2'), CALLBACK_STAMPS),
+    'test_no_step_down_on_an_unsaturated_link': (
+        ('wan_hog1', 'wan_hog2', 'wan_idle1', 'wan_idle2'), CALLBACK_STAMPS),
+    'test_rise_to_4_mbit_is_followed': (('wan_hog1',), CALLBACK_STAMPS),
+    'test_rise_doubles_the_bitrate': (
+        ('wan_hog1', 'wan_hog2', 'wan_idle1', 'wan_rx_hog1'),
+        CALLBACK_STAMPS + '; with a CPU hog the starved edge sends less than its entry '
+        '(wan_rx_hog1: 2.7 s of x2 q90, not double)'),
+}
 
 
-def callback_stamped(path: str) -> bool:
-    """Recorded before the cloud stamped arrivals at the middleware (wan_rx_*: after)."""
-    return not os.path.basename(path).startswith('wan_rx_')
-
-
-def with_known_miss(paths: List[str], reason: str, hog_only: bool = False,
-                    hog_too: bool = False) -> list:
-    """Fixtures as parameters; old callback-stamped (or `hog_too`: any hog) runs may fail."""
-    return [pytest.param(p, id=os.path.basename(p),
-                         marks=[pytest.mark.xfail(reason=reason, strict=False)]
-                         if (callback_stamped(p) or hog_too) and (not hog_only or 'hog' in p)
-                         else [])
-            for p in paths]
-
-
-def with_hog_miss(paths: List[str]) -> list:
-    """Fixtures as parameters; the old CPU-hog runs expected to fail."""
-    return with_known_miss(paths, HOG_MISS, hog_only=True)
+def traces(test_name: str) -> list:
+    """Every fixture as a parameter; the known misses of `test_name` as strict xfails."""
+    names, reason = KNOWN_MISSES.get(test_name, ((), ''))
+    params = []
+    for path in FIXTURES:
+        name = os.path.basename(path)
+        miss = name.split('.')[0] in names
+        params.append(pytest.param(path, id=name, marks=[pytest.mark.xfail(
+            reason='known miss: ' + reason, strict=True)] if miss else []))
+    return params
 
 
 def load(path: str) -> dict:
@@ -123,11 +133,7 @@ def test_estimate_is_never_far_below_what_arrives(path, tmp_path):
                 if k.estimate_kbps < 0.5 * k.arrived_kbps]
 
 
-@pytest.mark.xfail(reason='known miss (docs/WAN.md): the floor is the robust rate (4-frame '
-                          'dispersion vs 1 s window), which an overuse cut can take below the '
-                          "last second's arrivals (wan_idle2 at 58.8 s: 263 vs 391 kbit/s)",
-                   strict=False)
-@pytest.mark.parametrize('path', FIXTURES, ids=os.path.basename)
+@pytest.mark.parametrize('path', traces('test_estimate_is_never_below_what_arrives'))
 def test_estimate_is_never_below_what_arrives(path, tmp_path):
     """What arrived in the last second is a floor (issue 12: 50 kbit/s while 250 arrived)."""
     trace = load(path)
@@ -141,7 +147,7 @@ def test_estimate_is_never_below_what_arrives(path, tmp_path):
     assert not below
 
 
-@pytest.mark.parametrize('path', with_hog_miss(FIXTURES))
+@pytest.mark.parametrize('path', traces('test_no_drop_at_start_up'))
 def test_no_drop_at_start_up(path, tmp_path):
     """Frames sent before the cloud's reports flow are not a loss: no cut before the first drop."""
     trace = load(path)
@@ -153,9 +159,7 @@ def test_no_drop_at_start_up(path, tmp_path):
     assert not [k.reason for k in start_up if 'down to' in k.reason]
 
 
-@pytest.mark.parametrize('path', with_known_miss(
-    FIXTURES, 'known miss (docs/WAN.md 4b): arrival stamps taken in the callback carry CPU '
-    'delays that the delay gradient reads as overuse on an unsaturated 8 Mbit/s link'))
+@pytest.mark.parametrize('path', traces('test_no_step_down_on_an_unsaturated_link'))
 def test_no_step_down_on_an_unsaturated_link(path, tmp_path):
     trace = load(path)
     ticks = replay(trace, tmp_path)
@@ -175,7 +179,7 @@ def test_drop_to_1_mbit_is_followed_within_seconds(path, tmp_path):
         assert sum(k.entry_kbps <= capacity for k in late) >= 0.8 * len(late)
 
 
-@pytest.mark.parametrize('path', with_hog_miss(FIXTURES))
+@pytest.mark.parametrize('path', traces('test_rise_to_4_mbit_is_followed'))
 def test_rise_to_4_mbit_is_followed(path, tmp_path):
     trace = load(path)
     ticks = replay(trace, tmp_path)
@@ -185,10 +189,7 @@ def test_rise_to_4_mbit_is_followed(path, tmp_path):
         assert up_s is not None and up_s <= 15.0, (before, up_s)
 
 
-@pytest.mark.parametrize('path', with_known_miss(
-    FIXTURES, 'known miss (docs/WAN.md 4b): false overuse cuts from callback-stamped arrivals '
-    'keep the robot far below 4 Mbit/s; with a CPU hog the starved edge sends less than its '
-    'entry (wan_rx_hog1: 2.7 s of x2 q90, not double)', hog_too=True))
+@pytest.mark.parametrize('path', traces('test_rise_doubles_the_bitrate'))
 def test_rise_doubles_the_bitrate(path, tmp_path):
     trace = load(path)
     ticks = replay(trace, tmp_path)
