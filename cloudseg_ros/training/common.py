@@ -5,6 +5,7 @@ follows the same fraction, so a run cut short by its time budget still ends with
 (device time is scarce; a run must finish well inside its slot whatever its speed).
 """
 import contextlib
+import copy
 import math
 import os
 import time
@@ -208,7 +209,6 @@ class WeightAverage:
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        import copy
         self.source = model
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = float(decay)
