@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One training stage per invocation on the device machine (see models/MODEL_CARD.md).
 #
-#   bash scripts/gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr
+#   bash scripts/gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship
 #
 # Runs from the repository root with the CamVid copy carried in .data/camvid11 and the package
 # imported from the source tree (no ROS venv there). Finished weights and logs go to $OUT
@@ -9,7 +9,7 @@
 # Time budgets (seconds of training loop, evaluation and loading excluded) are env overrides:
 #   SEG_BUDGET (default 420), SR_BUDGET (150), FT_BUDGET (150).
 set -euo pipefail
-stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr}
+stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship}
 OUT=${OUT:-out/device}
 WORK=${WORK:-/tmp/cloudseg_work}
 DATA=${DATA:-.data/camvid11}
@@ -77,7 +77,41 @@ robust_sr_stage() {  # codec-aware base SR, then aware fine-tuning against $SEG_
   done
 }
 
+# A new camera's unlabeled frames ($UNLABELED, e.g. the highway clip) in the consistency term of
+# train-seg (first 70 % train, the rest score unlabeled_agree_jpeg50).
+UNLABELED_SEG=(--set unlabeled="${UNLABELED:-}" --set unlabeled_batch=8 --set unlabeled_weight=1.0)
+
+unlabeled_holdout_stage() {  # held-out drive runs, one per width in $WIDTHS (model selection)
+  robust_logs
+  for width in ${WIDTHS:-32 48}; do
+    seg_stage "${SEG_BUDGET:-170}" "$WORK/seg_holdout_w$width" "${ROBUST_SEG[@]}" \
+      "${UNLABELED_SEG[@]}" --set width="$width" --set holdout_sequences=0006R0 ${SEG_SET:-} \
+      2>&1 | tee "$logs/seg_holdout_unlabeled_w$width.log" | grep "eval\|unlabeled"
+  done
+}
+
+unlabeled_ship_stage() {  # all drives + unlabeled frames, then aware SR x2/x3/x4 against it
+  local ft_budget=${FT_BUDGET:-45}
+  robust_logs
+  seg_stage "${SEG_BUDGET:-170}" "$WORK/seg" "${ROBUST_SEG[@]}" "${UNLABELED_SEG[@]}" \
+    ${SEG_SET:-} 2>&1 | tee "$logs/seg_unlabeled.log" | grep "eval\|unlabeled"
+  cp "$WORK/seg/last.pt" "$ship/seg_icnet.pt"
+  for s in 2 3 4; do
+    cli finetune-sr --out "$WORK/sr_x${s}_aware" --set data="$DATA" --set scale="$s" \
+      --set sr_checkpoint="models/sr_carnm_x$s.pt" --set seg_checkpoint="$ship/seg_icnet.pt" \
+      --set time_budget_s="$ft_budget" --set eval_every=1000 --set log_every=100 \
+      --set lr_cache_dir="$WORK/lr_cache" 2>&1 | tee "$logs/ft_x$s.log" | grep "done at\|blend"
+    cp "$WORK/sr_x${s}_aware/last.pt" "$ship/sr_carnm_x${s}_aware.pt"
+  done
+}
+
 case $stage in
+  unlabeled-holdout)
+    unlabeled_holdout_stage
+    ;;
+  unlabeled-ship)
+    unlabeled_ship_stage
+    ;;
   robust-seg)
     robust_seg_stage
     ;;
@@ -119,7 +153,7 @@ case $stage in
     done
     ;;
   *)
-    echo "unknown stage '$stage' (smoke, seg, sr, eval)" >&2
+    echo "unknown stage '$stage' (see the usage line)" >&2
     exit 2
     ;;
 esac

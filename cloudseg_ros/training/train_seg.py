@@ -17,6 +17,10 @@ drives from the training split and scores them every evaluation (`holdout_miou`)
 picks `best.pt`. `agree_jpeg50` is the agreement mIoU between the prediction on the val frames
 and on their JPEG q50 copies.
 
+A new camera without labels (`unlabeled` = a video or image folder): its frames join every batch
+as clean + degraded views with void labels, so only the consistency term sees them
+(`seg_unlabeled`); held-out frames of that camera score `unlabeled_agree_jpeg50`.
+
     cloudseg train-seg --set data=../shared/data/camvid11 --set time_budget_s=420 --out out/seg
 """
 import os
@@ -36,9 +40,10 @@ from cloudseg_ros.nets.icnet import ICNet
 from . import common
 from .augment import blur_and_noise, seg_augment, seg_augment_views, to_float_nchw
 from .codec_data import build_degraded_views, codec_range_of, jpeg_round_trip
-from .config import config_dict, run_training_command, seed_everything
+from .config import ConfigError, config_dict, run_training_command, seed_everything
 from .datasets import SegSplit, load_seg_split, split_by_sequence
 from .losses import cascade_ce_loss, class_weights, seg_kl_loss
+from .seg_unlabeled import UnlabeledData, load_unlabeled, unlabeled_batch
 
 
 @dataclass
@@ -93,6 +98,14 @@ class SegTrainConfig:
     max_noise: float = 0.03  # noise std on [0, 1] pixels
     consistency_weight: float = 1.0  # KL(p_clean || p_degraded)
     ema_decay: float = 0.999  # >0: evaluate and save an exponential moving average (0: off)
+    unlabeled: str = ''  # video / image folder of a target camera: consistency-only frames
+    unlabeled_max_frames: int = 0  # 0: all
+    unlabeled_train_frac: float = 0.7  # first part trains, the rest scores unlabeled_agree_jpeg50
+    unlabeled_variants: int = 4  # degraded views per unlabeled frame
+    unlabeled_batch: int = 8  # unlabeled frames per step (each as a clean + a degraded view)
+    unlabeled_weight: float = 1.0  # weight of their consistency term
+    unlabeled_scale_min: float = 0.5  # zoom range of their crops (1 = the camera's own pixels)
+    unlabeled_scale_max: float = 1.5
 
 
 def build_model(cfg: SegTrainConfig, num_classes: int) -> ICNet:
@@ -115,6 +128,7 @@ class SegData:
     degraded: Optional[torch.Tensor] = None  # (N, V, H, W, 3) uint8 on device
     holdout: Optional[SegSplit] = None  # drives left out of training
     val_jpeg50: Optional[np.ndarray] = None  # val frames after a JPEG q50 round trip
+    unlabeled: Optional[UnlabeledData] = None  # a target camera's frames (consistency only)
 
 
 def _degraded_views(train: SegSplit, cfg: SegTrainConfig) -> np.ndarray:
@@ -146,21 +160,57 @@ def build_loaders(cfg: SegTrainConfig, device: torch.device) -> SegData:
     if cfg.degrade_variants > 0:
         degraded = common.to_device_stack(_degraded_views(train, cfg), device)
     jpeg50 = np.stack([jpeg_round_trip(img, 50) for img in val.images])
+    unlabeled = None
+    if cfg.unlabeled:
+        if cfg.degrade_variants < 1:
+            raise ConfigError('unlabeled frames need degrade_variants >= 1 (they only enter '
+                              'through the consistency term between clean and degraded views)')
+        unlabeled = load_unlabeled(cfg.unlabeled, cfg.unlabeled_train_frac,
+                                   cfg.unlabeled_variants, codec_range_of(cfg), device,
+                                   cfg.unlabeled_max_frames, cfg.seed)
     return SegData(common.to_device_stack(train.images, device),
                    common.to_device_stack(train.labels, device), val, train.class_names,
-                   train.ignore_index, weights, degraded, holdout, jpeg50)
+                   train.ignore_index, weights, degraded, holdout, jpeg50, unlabeled)
+
+
+def _augmented_views(images: torch.Tensor, degraded: torch.Tensor, labels: torch.Tensor,
+                     scale_range: Tuple[float, float], cfg: SegTrainConfig, ignore_index: int
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(clean and degraded views stacked `(2B, 3, h, w)`, labels `(2B, h, w)`)."""
+    clean, degraded, y = seg_augment_views(
+        images, degraded, labels, (cfg.crop_h, cfg.crop_w), scale_range, cfg.flip,
+        (cfg.jitter,) * 3, ignore_index)
+    degraded = blur_and_noise(degraded, cfg.blur_prob, cfg.max_blur_sigma, cfg.noise_prob,
+                              cfg.max_noise)
+    return torch.cat([clean, degraded]), torch.cat([y, y])
 
 
 def _views_batch(data: SegData, idx: torch.Tensor, cfg: SegTrainConfig
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(clean and degraded views stacked `(2B, 3, h, w)`, labels `(2B, h, w)`)."""
+    """Labelled clean + degraded views, then (with `unlabeled`) the unlabeled ones."""
     var = torch.randint(0, data.degraded.shape[1], (idx.shape[0],), device=idx.device)
-    clean, degraded, y = seg_augment_views(
-        data.images[idx], data.degraded[idx, var], data.labels[idx], (cfg.crop_h, cfg.crop_w),
-        (cfg.scale_min, cfg.scale_max), cfg.flip, (cfg.jitter,) * 3, data.ignore_index)
-    degraded = blur_and_noise(degraded, cfg.blur_prob, cfg.max_blur_sigma, cfg.noise_prob,
-                              cfg.max_noise)
-    return torch.cat([clean, degraded]), torch.cat([y, y])
+    x, y = _augmented_views(data.images[idx], data.degraded[idx, var], data.labels[idx],
+                            (cfg.scale_min, cfg.scale_max), cfg, data.ignore_index)
+    if data.unlabeled is None:
+        return x, y
+    ux, uy = _augmented_views(
+        *unlabeled_batch(data.unlabeled, cfg.unlabeled_batch, data.ignore_index),
+        (cfg.unlabeled_scale_min, cfg.unlabeled_scale_max), cfg, data.ignore_index)
+    return torch.cat([x, ux]), torch.cat([y, uy])
+
+
+def _consistency(logits: torch.Tensor, batch: int, cfg: SegTrainConfig) -> torch.Tensor:
+    """Weighted KL(p_clean || p_degraded) of the labelled and the unlabeled view pairs.
+
+    `logits` rows: labelled clean (batch), labelled degraded (batch), then unlabeled clean and
+    degraded (cfg.unlabeled_batch each) when present; the clean side is detached.
+    """
+    clean, degraded = logits[:2 * batch].chunk(2)
+    loss = cfg.consistency_weight * seg_kl_loss(degraded, clean)
+    if logits.shape[0] > 2 * batch and cfg.unlabeled_weight > 0:
+        u_clean, u_degraded = logits[2 * batch:].chunk(2)
+        loss = loss + cfg.unlabeled_weight * seg_kl_loss(u_degraded, u_clean)
+    return loss
 
 
 def train_step(forward_train, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -182,10 +232,9 @@ def train_step(forward_train, model: nn.Module, optimizer: torch.optim.Optimizer
     loss = cascade_ce_loss(logits, aux, y, cfg.aux_weights, data.ignore_index,
                            data.class_weights)
     out = {'ce': loss.detach()}
-    if data.degraded is not None and cfg.consistency_weight > 0:
-        clean_logits, degraded_logits = logits.chunk(2)
-        consistency = seg_kl_loss(degraded_logits, clean_logits)  # clean side detached
-        loss = loss + cfg.consistency_weight * consistency
+    if data.degraded is not None and (cfg.consistency_weight > 0 or data.unlabeled is not None):
+        consistency = _consistency(logits, idx.shape[0], cfg)
+        loss = loss + consistency
         out['kl'] = consistency.detach()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -240,6 +289,10 @@ def evaluate_all(model: nn.Module, data: SegData, cfg: SegTrainConfig,
         metrics['agree_jpeg50'] = agreement_miou(model, data.val.images, data.val_jpeg50,
                                                  len(data.class_names), device,
                                                  cfg.eval_batch, cfg.bf16)
+    if data.unlabeled is not None and len(data.unlabeled.eval_clean):
+        metrics['unlabeled_agree_jpeg50'] = agreement_miou(
+            model, data.unlabeled.eval_clean, data.unlabeled.eval_jpeg50,
+            len(data.class_names), device, max(1, cfg.eval_batch // 4), cfg.bf16)
     return metrics
 
 

@@ -334,3 +334,45 @@ def test_finetune_x3_on_decoded_lr_reports_jpeg_metrics(camvid, tmp_path):
     model, ckpt = load_checkpoint(os.path.join(ft_out, 'last.pt'))
     assert model.config.scale == 3
     assert {'miou', 'miou_jpeg50', 'psnr_drop_jpeg50'} <= set(ckpt['metrics'])
+
+
+def test_unlabeled_frames_split_in_time():
+    from cloudseg_ros.training.seg_unlabeled import split_in_time
+    frames = np.arange(10)
+    train, held = split_in_time(frames, 0.7)
+    assert list(train) == list(range(7)) and list(held) == [7, 8, 9]
+    train, held = split_in_time(frames[:2], 0.99)  # never leaves the held-out part empty
+    assert len(train) == 1 and len(held) == 1
+    assert len(split_in_time(frames, 1.0)[1]) == 0
+    with pytest.raises(ValueError, match='unlabeled_train_frac'):
+        split_in_time(frames, 0.0)
+
+
+def test_train_seg_with_unlabeled_camera_frames(camvid, tmp_path):
+    """Unlabeled frames of another size join the consistency term and get their own score."""
+    folder = tmp_path / 'camera'
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        cv2.imwrite(str(folder / f'u{i:02d}.png'), rng.integers(0, 255, (40, 72, 3), np.uint8))
+    out = str(tmp_path / 'seg')
+    args = ['--out', out, '--device', 'cpu', '--set', f'data={camvid}', '--set', 'width=8',
+            '--set', 'batch_size=2', '--set', 'crop_h=32', '--set', 'crop_w=32',
+            '--set', 'steps=2', '--set', 'eval_every=2', '--set', 'degrade_variants=1',
+            '--set', f'unlabeled={folder}', '--set', 'unlabeled_batch=2',
+            '--set', 'unlabeled_variants=2', '--set', 'unlabeled_train_frac=0.6']
+    assert train_seg_main(args) == 0
+    _, ckpt = load_checkpoint(os.path.join(out, 'last.pt'))
+    assert 0.0 <= ckpt['metrics']['unlabeled_agree_jpeg50'] <= 1.0
+    assert train_seg_main(args + ['--set', 'degrade_variants=0']) == 2
+
+
+def test_unlabeled_consistency_only_sees_unlabeled_rows():
+    """The unlabeled KL term is zero when clean and degraded unlabeled logits agree."""
+    from cloudseg_ros.training.train_seg import _consistency
+    cfg = SegTrainConfig(consistency_weight=0.0, unlabeled_weight=1.0, unlabeled_batch=1)
+    labelled = torch.randn(4, 11, 4, 4)  # 2 clean + 2 degraded, weight 0
+    same = torch.randn(1, 11, 4, 4)
+    assert _consistency(torch.cat([labelled, same, same]), 2, cfg).item() == pytest.approx(0)
+    other = torch.randn(1, 11, 4, 4)
+    assert _consistency(torch.cat([labelled, same, other]), 2, cfg).item() > 0
