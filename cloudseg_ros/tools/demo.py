@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import rclpy
 
+from cloudseg_ros.core.sources import SourceError, open_source
 from cloudseg_ros.ros.param_client import RemoteParams
 from cloudseg_ros.tools.demo_report import write_report
 from cloudseg_ros.tools.processes import NodeProcess, robot_dds_env
@@ -28,10 +29,14 @@ def add_loop_args(parser: argparse.ArgumentParser, duration_s: float, device: st
                   out: str) -> None:
     """The camera -> edge -> cloud options that `demo` and `soak` share."""
     parser.add_argument('--input', default=DEFAULT_CLIP,
-                        help='video file or image folder (default: the bundled CamVid clip)')
+                        help='video file, image folder, or rosbag2 MCAP file or folder '
+                             '(default: the bundled CamVid clip)')
+    parser.add_argument('--topic', default='',
+                        help="image topic of a bag --input ('' = its only image topic)")
     parser.add_argument('--models', default='', help="weights folder ('' = models/)")
     parser.add_argument('--duration', type=float, default=duration_s, help='seconds to run')
-    parser.add_argument('--rate-hz', type=float, default=15.0, help='camera rate')
+    parser.add_argument('--rate-hz', type=float, default=15.0,
+                        help='camera rate (a bag plays at its recorded pace)')
     parser.add_argument('--scale', type=int, default=4, choices=(1, 2, 3, 4))
     parser.add_argument('--codec', default='jpeg', choices=('jpeg', 'h264'))
     parser.add_argument('--device', default=device, help='cloud torch device')
@@ -40,6 +45,15 @@ def add_loop_args(parser: argparse.ArgumentParser, duration_s: float, device: st
     parser.add_argument('--startup-timeout', type=float, default=180.0,
                         help='seconds to wait for the cloud to load its networks')
     parser.add_argument('--out', default=out, help='folder for the outputs and node logs')
+
+
+def input_error(args: argparse.Namespace) -> Optional[str]:
+    """Why --input (and --topic) cannot be replayed, or None: checked before any node starts."""
+    try:
+        open_source(args.input, loop=False, topic=args.topic).close()
+    except SourceError as err:
+        return str(err)
+    return None
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -65,8 +79,11 @@ def start_robot(args: argparse.Namespace, source: str) -> List[NodeProcess]:
     return [
         NodeProcess(NODES + 'edge_node', params={
             'scale': args.scale, 'codec': args.codec, 'probe_interval_s': 5.0}, **common),
+        # A bag's frames are stamped as they are replayed: the latency figures measure this
+        # run, not the time since the recording.
         NodeProcess(NODES + 'camera_replay_node', params={
-            'source': source, 'rate_hz': args.rate_hz, 'loop': True}, **common),
+            'source': source, 'rate_hz': args.rate_hz, 'loop': True, 'topic': args.topic,
+            'recorded_stamps': False}, **common),
     ]
 
 
@@ -111,8 +128,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run the demo; exit code 1 if a node died or no mask came back."""
     args = parse_args(argv)
     source = args.input
-    if not os.path.exists(source):
-        print(f"input '{source}' does not exist", file=sys.stderr)
+    error = input_error(args)
+    if error:
+        print(f'input: {error}', file=sys.stderr)
         return 1
     os.makedirs(args.out, exist_ok=True)
     print(f'demo: {source} -> edge (x{args.scale} {args.codec}) -> cloud ({args.device}, SR '
