@@ -13,11 +13,14 @@ import time
 from typing import List, Optional
 
 import rclpy
+from rclpy.executors import Executor, SingleThreadedExecutor
 
 from cloudseg_ros.core.sources import SourceError, open_source
 from cloudseg_ros.ros.param_client import RemoteParams
 from cloudseg_ros.tools.demo_report import write_report
+from cloudseg_ros.tools.bag_writer import BagWriter
 from cloudseg_ros.tools.processes import NodeProcess, robot_dds_env
+from cloudseg_ros.tools.record import Recorder, add_record_args, summary_text, topics_from_args
 from cloudseg_ros.tools.stream_monitor import StreamMonitor
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,6 +64,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='cloudseg demo', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_loop_args(parser, 20.0, 'auto', os.path.join(REPO, 'out', 'demo'))
+    parser.add_argument('--record', default=None, metavar='FILE.mcap',
+                        help='also record the run to this rosbag2 MCAP file (cloudseg record)')
+    add_record_args(parser)
     return parser.parse_args(argv)
 
 
@@ -106,12 +112,19 @@ def wait_for_cloud(monitor: StreamMonitor, cloud: NodeProcess, namespace: str,
     return False
 
 
-def run_monitor(monitor: StreamMonitor, nodes: List[NodeProcess], duration_s: float) -> bool:
-    """Spin the monitor, printing each finished second; False if a node died."""
+def run_monitor(monitor: StreamMonitor, nodes: List[NodeProcess], duration_s: float,
+                executor: Optional[Executor] = None) -> bool:
+    """Spin the monitor (or `executor`, which holds it), printing each finished second.
+
+    Returns False if a node died.
+    """
     printed = 0
     deadline = time.monotonic() + duration_s
     while time.monotonic() < deadline:
-        rclpy.spin_once(monitor, timeout_sec=0.05)
+        if executor is None:
+            rclpy.spin_once(monitor, timeout_sec=0.05)
+        else:
+            executor.spin_once(timeout_sec=0.05)
         monitor.current()
         while printed < len(monitor.seconds) - 1:
             print(monitor.seconds[printed].line(), flush=True)
@@ -122,6 +135,14 @@ def run_monitor(monitor: StreamMonitor, nodes: List[NodeProcess], duration_s: fl
                 print(f'node {node.name} exited:\n{node.log()[-3000:]}', file=sys.stderr)
             return False
     return True
+
+
+def stop_recorder(recorder: Optional[Recorder]) -> None:
+    """Finish the MCAP file and print what it holds."""
+    if recorder is not None:
+        recorder.writer.close()
+        print(summary_text(recorder.writer, recorder), flush=True)
+        recorder.destroy_node()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -137,6 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'{args.sr_variant}) for {args.duration:.0f} s; logs in {args.out}/logs', flush=True)
     rclpy.init()
     monitor = StreamMonitor(args.namespace)
+    recorder = Recorder(BagWriter(args.record), topics_from_args(args), args.namespace) \
+        if args.record else None
     nodes = [start_cloud(args)]
     try:
         print('waiting for the cloud to load and warm up its networks...', flush=True)
@@ -144,12 +167,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         if healthy:
             nodes += start_robot(args, source)
             monitor.restart_clock()
-            healthy = run_monitor(monitor, nodes, args.duration)
+            # One executor for the monitor and the recorder (after wait_for_cloud, whose
+            # parameter calls spin the monitor on rclpy's global executor).
+            executor = SingleThreadedExecutor()
+            for node in (monitor, recorder):
+                if node is not None:
+                    executor.add_node(node)
+            healthy = run_monitor(monitor, nodes, args.duration, executor)
         else:
             print(f'cloud not ready:\n{nodes[0].log()[-3000:]}', file=sys.stderr)
     finally:
         for node in reversed(nodes):
             node.stop()
+        stop_recorder(recorder)
     summary = write_report(monitor, args.out, fps=args.rate_hz)
     monitor.destroy_node()
     rclpy.try_shutdown()
