@@ -176,6 +176,22 @@ def record(args: argparse.Namespace) -> BagWriter:
     return writer
 
 
+def write_report(args: argparse.Namespace) -> None:
+    """The summary plots of the new bag (cloudseg report), unless --report ''."""
+    from cloudseg_ros.core.sources import SourceError
+    from cloudseg_ros.tools.report import write_bag_report
+    out_dir = args.report if args.report is not None else os.path.splitext(args.out)[0] + \
+        '_report'
+    if not out_dir:
+        return
+    try:
+        summary = write_bag_report(args.out, out_dir, args.namespace)
+    except SourceError as err:
+        print(f'no report: {err}', file=sys.stderr)
+        return
+    print(f"report: {', '.join(summary['outputs'])}", flush=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Record; exit code 1 when nothing at all was recorded."""
     args = parse_args(argv)
@@ -183,4 +199,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     if writer.messages == 0:
         print('nothing was recorded: is the robot namespace right?', file=sys.stderr)
         return 1
+    write_report(args)
     return 0

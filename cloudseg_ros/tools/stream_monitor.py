@@ -68,29 +68,45 @@ class StreamMonitor(Node):
 
     def current(self) -> Second:
         """Return the Second being filled now (a new one each wall-clock second)."""
-        t_s = self._now_s() - self._start_s
-        if not self.seconds or t_s - self.seconds[-1].t_s >= 1.0:
-            self.seconds.append(Second(t_s=math.floor(t_s)))
-        return self.seconds[-1]
+        return second_at(self.seconds, self._now_s() - self._start_s)
 
     def _on_edge(self, msg: PipelineStats) -> None:
-        second = self.current()
-        second.sent += 1
-        second.uplink_bytes += msg.frame_bytes
+        count_edge(self.current(), msg)
         self.last_edge = msg
 
     def _on_cloud(self, msg: PipelineStats) -> None:
         if msg.stage != 'cloud':
             return  # arrival records ('cloud_rx') are for the bandwidth estimator
-        second = self.current()
-        if not math.isnan(msg.probe_agreement_miou):
-            second.probe_agreement.append(msg.probe_agreement_miou)
-            return
-        second.analysed += 1
-        second.cloud_ms.append(msg.total_ms)
-        second.latencies_ms.append((self._now_s() - stamp_to_s(msg.header.stamp)) * 1e3)
-        self.last_cloud = msg
+        if count_cloud(self.current(), msg, self._now_s()):
+            self.last_cloud = msg
 
     def _on_overlay(self, msg: Image) -> None:
         if self._keep_frames:
             self.frames.append(image_msg_to_rgb(msg))
+
+
+def second_at(seconds: List[Second], t_s: float) -> Second:
+    """The Second of `seconds` that time `t_s` falls in, appending a new one when it is later."""
+    if not seconds or t_s - seconds[-1].t_s >= 1.0:
+        seconds.append(Second(t_s=math.floor(t_s)))
+    return seconds[-1]
+
+
+def count_edge(second: Second, msg) -> None:
+    """Count one edge_stats report (a frame sent) into `second`."""
+    second.sent += 1
+    second.uplink_bytes += msg.frame_bytes
+
+
+def count_cloud(second: Second, msg, now_s: float) -> bool:
+    """Count one 'cloud' stats report received at `now_s`; True for a mask, False for a probe.
+
+    End-to-end latency is `now_s` (when the report arrived) minus the acquisition stamp.
+    """
+    if not math.isnan(msg.probe_agreement_miou):
+        second.probe_agreement.append(msg.probe_agreement_miou)
+        return False
+    second.analysed += 1
+    second.cloud_ms.append(msg.total_ms)
+    second.latencies_ms.append((now_s - stamp_to_s(msg.header.stamp)) * 1e3)
+    return True

@@ -1,4 +1,6 @@
 """`cloudseg demo --record`: a short run with the tiny CPU models, read back with mcap."""
+import json
+import math
 import os
 import subprocess
 import sys
@@ -37,7 +39,7 @@ def _run_demo_while_publishing(ros_node, args, timeout_s):
     (the demo starts no controller), as a real system's other nodes would."""
     diag_pub = ros_node.create_publisher(DiagnosticArray, '/diagnostics', 10)
     state_pub = ros_node.create_publisher(ControllerState, f'{NS}/controller_state', qos.STATUS)
-    state_pub.publish(ControllerState(config_name='x4-jpeg-q75', scale=4, reason='hold'))
+    state_pub.publish(ControllerState(config_name='x4-jpeg-q75', scale=4, reason='start'))
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + timeout_s
     while proc.poll() is None and time.monotonic() < deadline:
@@ -98,3 +100,37 @@ def test_demo_record_writes_a_readable_rosbag2_mcap(tiny_models, tmp_path, ros_n
     first = source.read_frame()
     assert first.rgb.shape == (frames[0].height, frames[0].width, 3)
     assert first.stamp_ns in sent
+
+    # cloudseg report redraws the run from the bag alone.
+    done = subprocess.run([sys.executable, '-m', 'cloudseg_ros.cli', 'report', str(bag),
+                           '--out', str(tmp_path / 'report')], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((tmp_path / 'report' / 'summary.json').read_text())
+    analysed = [m for _, m in messages[f'{NS}/cloud_stats']
+                if m.stage == 'cloud' and math.isnan(m.probe_agreement_miou)]
+    assert summary['masks'] == len(analysed) > 0
+    assert summary['namespace'] == NS and summary['seconds'] >= 5
+    assert summary['latency_ms_median'] > 0 and summary['analysed_fps'] > 0
+    assert [c['config'] for c in summary['controller_changes']] == ['x4-jpeg-q75']
+    assert (tmp_path / 'report' / 'report.png').stat().st_size > 10_000
+
+
+def test_record_command_with_robot_only(launch, tmp_path):
+    """`cloudseg record` against a robot without a cloud: what is there is written, what never
+    appeared is listed, progress lines while it runs, a report at the end."""
+    params = {'source': DEFAULT_CLIP, 'rate_hz': 15.0}
+    launch('cloudseg_ros.nodes.camera_replay_node', namespace='/rr', params=params)
+    launch('cloudseg_ros.nodes.edge_node', namespace='/rr')
+    bag = tmp_path / 'robot.mcap'
+    done = subprocess.run(
+        [sys.executable, '-m', 'cloudseg_ros.cli', 'record', '--out', str(bag), '--namespace',
+         '/rr', '--duration', '12', '--progress-s', '2', '--raw-images'],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert len([ln for ln in done.stdout.splitlines() if ln.startswith('record t=')]) >= 3
+    assert 'never published (not in the file): /rr/mask/compressed' in done.stdout
+    messages, schemas = _read_bag(str(bag))
+    assert schemas['/rr/image_raw'] == ('sensor_msgs/msg/Image', 'ros2msg', 'cdr')
+    assert len(messages['/rr/frames']) >= 10 and len(messages['/rr/image_raw']) >= 10
+    assert (tmp_path / 'robot_report' / 'report.png').exists(), done.stdout[-2000:]
