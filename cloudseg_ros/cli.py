@@ -25,6 +25,7 @@ COMMANDS = {
     'soak': ('cloudseg_ros.tools.soak', 'long run: RSS and latency drift per process'),
     'record': ('cloudseg_ros.tools.record', 'record a run to a rosbag2 MCAP file'),
     'report': ('cloudseg_ros.tools.report', 'summary plots of a recorded MCAP file'),
+    'view': ('cloudseg_ros.tools.view', 'live Foxglove WebSocket view of robots'),
 }
 
 

@@ -19,9 +19,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from cloudseg_ros.core.bag_source import bag_files, compressed_image_to_rgb, list_topics
-from cloudseg_ros.core.imageops import upsample_bilinear
 from cloudseg_ros.core.mask_codec import decode_mask_png
-from cloudseg_ros.core.palette import CAMVID_PALETTE, colorize, distinct_palette, overlay
+from cloudseg_ros.core.palette import overlay_on
 from cloudseg_ros.core.sources import SourceError
 from cloudseg_ros.tools.demo_report import (draw_rates, draw_uplink, new_figure, save_figure,
                                             summarise)
@@ -102,16 +101,6 @@ def read_figures(path: str, namespace: str) -> BagRun:
     return run
 
 
-def _overlay(mask: np.ndarray, image: Optional[np.ndarray]) -> np.ndarray:
-    """Class colours over the (upsampled) uplink image, or the colours alone without one."""
-    palette = CAMVID_PALETTE if int(mask.max()) < len(CAMVID_PALETTE) \
-        else distinct_palette(int(mask.max()) + 1)
-    if image is None:
-        return colorize(mask, palette)
-    rgb = upsample_bilinear(image, (mask.shape[1], mask.shape[0]))
-    return overlay(rgb, mask, palette)
-
-
 def read_strip(path: str, run: BagRun, count: int = STRIP) -> None:
     """Second pass: overlays of `count` masks spread over the run (uplink image of the same
     stamp underneath when it was recorded)."""
@@ -130,7 +119,7 @@ def read_strip(path: str, run: BagRun, count: int = STRIP) -> None:
             masks[stamp] = decode_mask_png(msg.data)
         else:
             images[stamp] = compressed_image_to_rgb(msg.data)
-    run.frames = [_overlay(masks[s], images.get(s)) for s in sorted(masks)]
+    run.frames = [overlay_on(masks[s], images.get(s)) for s in sorted(masks)]
 
 
 def draw_agreement(ax, seconds: List[Second]) -> None:
