@@ -1,11 +1,14 @@
-"""Summary of a streaming run: overlay video, a PNG of rates and latency, JSON figures."""
+"""Summary of a streaming run: overlay video, a PNG of rates and latency, JSON figures.
+
+A run is anything with `seconds` (core/stream_figures.Second), `frames` (overlays),
+`last_edge` and `last_cloud` (the last stats reports): the live StreamMonitor of `cloudseg demo`
+or a recorded run read back by `cloudseg report`; no rclpy here.
+"""
 import os
 from typing import Dict
 
 import av
 import numpy as np
-
-from cloudseg_ros.tools.stream_monitor import StreamMonitor
 
 
 def write_video(frames, path: str, fps: float) -> None:
@@ -28,7 +31,7 @@ def write_video(frames, path: str, fps: float) -> None:
             container.mux(packet)
 
 
-def summarise(monitor: StreamMonitor) -> Dict:
+def summarise(monitor) -> Dict:
     """Whole-run figures (the first second is start-up and not counted in rates)."""
     seconds = monitor.seconds[1:-1] or monitor.seconds
     latencies = [v for s in monitor.seconds for v in s.latencies_ms]
@@ -92,7 +95,7 @@ def save_figure(fig, path: str) -> None:
     plt.close(fig)
 
 
-def plot_summary(monitor: StreamMonitor, path: str) -> None:
+def plot_summary(monitor, path: str) -> None:
     """Uplink rate, analysed rate, latency over time, and the last overlay frame."""
     fig, axes = new_figure(1, 3, (15, 4))
     axes = axes[0]
@@ -105,7 +108,7 @@ def plot_summary(monitor: StreamMonitor, path: str) -> None:
     save_figure(fig, path)
 
 
-def write_report(monitor: StreamMonitor, out_dir: str, fps: float) -> Dict:
+def write_report(monitor, out_dir: str, fps: float) -> Dict:
     """Write overlay.mp4, summary.png and summary.json; return the summary."""
     import json
     summary = summarise(monitor)

@@ -22,9 +22,9 @@ from cloudseg_ros.core.bag_source import bag_files, compressed_image_to_rgb, lis
 from cloudseg_ros.core.mask_codec import decode_mask_png
 from cloudseg_ros.core.palette import overlay_on
 from cloudseg_ros.core.sources import SourceError
+from cloudseg_ros.core.stream_figures import Second, count_cloud, count_edge
 from cloudseg_ros.tools.demo_report import (draw_rates, draw_uplink, new_figure, save_figure,
                                             summarise)
-from cloudseg_ros.tools.stream_monitor import Second, count_cloud, count_edge
 
 STRIP = 6  # mask overlays in the strip
 

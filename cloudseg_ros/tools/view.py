@@ -35,11 +35,11 @@ from cloudseg_ros.core.bag_source import compressed_image_to_rgb
 from cloudseg_ros.core.mask_codec import decode_mask_png
 from cloudseg_ros.core.palette import (CAMVID_NAMES, CAMVID_PALETTE, legend_image,
                                        load_classes, overlay_on)
+from cloudseg_ros.core.stream_figures import Second, count_cloud, count_edge
 from cloudseg_ros.msg import ControllerState, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.tools.record import resolve
-from cloudseg_ros.tools.stream_monitor import Second, count_cloud, count_edge
 
 LOCALHOST = '127.0.0.1'
 SYNC_PERIOD_S = 0.2   # how soon a new Foxglove subscription gets its ROS subscriptions
