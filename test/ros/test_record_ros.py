@@ -78,8 +78,9 @@ def test_demo_record_writes_a_readable_rosbag2_mcap(tiny_models, tmp_path, ros_n
     frames = [m for _, m in messages[f'{NS}/frames']]
     masks = messages[f'{NS}/mask/compressed']
     assert len(frames) >= 20 and len(masks) >= 5
-    # Every sent frame has its edge_stats (both reliable-ish on one host: allow a couple lost).
-    assert abs(len(messages[f'{NS}/edge_stats']) - len(frames)) <= 2
+    # One edge_stats per sent frame; frames are best effort and a busy recorder may lose a few
+    # of either (keep-last queues), never many.
+    assert abs(len(messages[f'{NS}/edge_stats']) - len(frames)) <= max(2, len(frames) // 10)
     assert len(messages['/diagnostics']) >= 3
     states = [m for _, m in messages[f'{NS}/controller_state']]
     assert [s.config_name for s in states] == ['x4-jpeg-q75']  # latched: recorded once
