@@ -169,7 +169,7 @@ class BagSource:
         self.topic = pick_image_topic(topics, topic, path)
         self.schema, self.count = topics[self.topic]
         self.compressed = self.schema in COMPRESSED_SCHEMAS
-        self._span_ns = self._topic_span_ns()
+        self._fps: Optional[float] = None
         self._messages: Optional[Iterator] = None
         self.rewind()
         # Decode the first frame now: an unusable encoding is an error at open, not per frame.
@@ -181,22 +181,23 @@ class BagSource:
         self.rewind()
         self.skipped = 0
 
-    def _topic_span_ns(self) -> int:
-        """Log-time span of the whole bag (the summary has no per-topic times)."""
-        starts, ends = [], []
-        for path in self.files:
-            stats = _summary(path).statistics
-            if stats is not None and stats.message_count:
-                starts.append(stats.message_start_time)
-                ends.append(stats.message_end_time)
-        return max(ends) - min(starts) if starts else 0
-
     @property
     def native_fps(self) -> Optional[float]:
-        """Average recorded rate of the topic, None for fewer than two frames."""
-        if self.count < 2 or self._span_ns <= 0:
-            return None
-        return (self.count - 1) / (self._span_ns * 1e-9)
+        """Average recorded rate of the topic (log times), None for fewer than two frames.
+
+        The first call reads the topic's log times through the file without decoding CDR.
+        """
+        if self._fps is None and self.count >= 2:
+            from mcap.reader import make_reader
+            first = last = None
+            for path in self.files:
+                with open(path, 'rb') as f:
+                    for _, _, message in make_reader(f).iter_messages(topics=[self.topic]):
+                        first = message.log_time if first is None else first
+                        last = message.log_time
+            if first is not None and last > first:
+                self._fps = (self.count - 1) / ((last - first) * 1e-9)
+        return self._fps
 
     def __len__(self) -> int:
         return self.count

@@ -132,7 +132,8 @@ def test_clip_tools_and_demo_read_bags(tmp_path, write_image_bag):
     path = write_image_bag(str(tmp_path / 'clip.mcap'), {
         '/a': {'frames': _frames(6), 'period_ns': 50_000_000}, '/b': {'frames': _frames(2)}})
     clip = load_clip(path, topic='/a')
-    assert len(clip.frames) == 6 and clip.fps == pytest.approx(20.0, rel=0.05)
+    assert len(clip.frames) == 6 and clip.fps == pytest.approx(20.0)  # /a's own pace
+    assert BagSource(path, topic='/b').native_fps == pytest.approx(10.0)
     with pytest.raises(ValueError, match='2 image topics'):
         load_clip(path)
     assert input_error(argparse.Namespace(input=path, topic='/b')) is None
