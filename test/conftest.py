@@ -32,8 +32,9 @@ def write_image_bag():
 
     `topics` maps a topic name to a dict: `frames` (list of RGB arrays), optional `format`
     ('' raw rgb8, 'jpeg', 'png'), `stamp0_ns`, `period_ns`, `frame_id`, `encoding` (overrides
-    rgb8), `type` (another message type, with `messages` as dicts). Messages are written in
-    log-time order across topics; the log time equals the header stamp.
+    rgb8), `type` (another message type, with `messages` as dicts and optional `log_times`).
+    Messages are written in log-time order across topics; an image's log time equals its
+    header stamp.
     """
     from mcap_ros2.writer import Writer
     from cloudseg_ros.tools.msg_definitions import definition
@@ -48,8 +49,9 @@ def write_image_bag():
                                                 else 'sensor_msgs/msg/Image')
                 schema = writer.register_msgdef(msg_type, definition(msg_type))
                 if 'messages' in spec:
-                    items = [(spec.get('stamp0_ns', 10**9) + i, m)
-                             for i, m in enumerate(spec['messages'])]
+                    times = spec.get('log_times') or [spec.get('stamp0_ns', 10**9) + i for i
+                                                      in range(len(spec['messages']))]
+                    items = list(zip(times, spec['messages']))
                 else:
                     items = list(_image_messages(
                         spec['frames'], spec.get('stamp0_ns', 1_700_000_000 * 10**9),
