@@ -133,14 +133,18 @@ def draw_agreement(ax, seconds: List[Second]) -> None:
     ax.set_title('probe agreement (mIoU)' if points else 'probe agreement: no probes recorded')
 
 
-def draw_decisions(ax, decisions: List[tuple]) -> None:
+def draw_decisions(ax, decisions: List[tuple], duration_s: float) -> None:
     """Controller: estimated capacity and chosen bitrate, a marked line at each change."""
     if not decisions:
         ax.set_title('controller: no controller_state recorded')
         return
     t = [d[0] for d in decisions]
-    ax.plot(t, [d[1].bandwidth_estimate_kbps for d in decisions], label='estimate kbit/s')
-    ax.plot(t, [d[1].bitrate_kbps for d in decisions], label='bitrate kbit/s')
+    # Steps: a state holds until the next one.
+    ax.plot(t, [d[1].bandwidth_estimate_kbps for d in decisions], 'o-', drawstyle='steps-post',
+            label='estimate kbit/s')
+    ax.plot(t, [d[1].bitrate_kbps for d in decisions], 's-', drawstyle='steps-post',
+            label='bitrate kbit/s')
+    ax.set_xlim(0, max(duration_s, t[-1], 1.0))
     for t_s, state in decisions:
         if state.reason != 'hold':
             ax.axvline(t_s, color='grey', lw=0.8, ls=':')
@@ -157,7 +161,7 @@ def plot_report(run: BagRun, path: str) -> None:
     draw_uplink(axes[0][0], run.seconds)
     draw_rates(axes[0][1], run.seconds)
     draw_agreement(axes[0][2], run.seconds)
-    draw_decisions(axes[0][3], run.decisions)
+    draw_decisions(axes[0][3], run.decisions, len(run.seconds) - 1)
     for ax in axes[1]:
         ax.remove()
     strip = fig.add_subplot(2, 1, 2)
