@@ -63,6 +63,19 @@ def _read_bag(path):
     return messages, schemas
 
 
+def _check_with_rosbags(path, counts):
+    """An independent rosbag2 implementation (rosbags) opens the file and, knowing no message
+    types beforehand, deserializes every message from the definitions the file carries."""
+    rosbags = pytest.importorskip('rosbags.highlevel')
+    from rosbags.typesys import Stores, get_typestore
+    with rosbags.AnyReader([path], default_typestore=get_typestore(Stores.EMPTY)) as reader:
+        assert {c.topic: c.msgcount for c in reader.connections if c.msgcount} == counts
+        assert {c.topic: c.msgtype for c in reader.connections if c.msgcount} == {
+            t: EXPECTED_TYPES[t] for t in counts}
+        decoded = sum(1 for c, _, raw in reader.messages() if reader.deserialize(raw, c.msgtype))
+    assert decoded == sum(counts.values())
+
+
 def test_demo_record_writes_a_readable_rosbag2_mcap(tiny_models, tmp_path, ros_node):
     bag = tmp_path / 'run.mcap'
     code, out = _run_demo_while_publishing(ros_node, [
@@ -95,6 +108,8 @@ def test_demo_record_writes_a_readable_rosbag2_mcap(tiny_models, tmp_path, ros_n
         assert decode_mask_png(bytes(mask.data)).shape == size
     log_times = [t for t, _ in messages[f'{NS}/cloud_stats']]
     assert log_times == sorted(log_times)
+
+    _check_with_rosbags(bag, {t: len(m) for t, m in messages.items()})
 
     # The recording replays: camera_replay's reader plays the uplink JPEGs.
     source = BagSource(str(bag), loop=False, topic=f'{NS}/image_lowres/compressed')
