@@ -51,6 +51,18 @@ NEEDS = {
     'mask_overlay': ('mask/compressed', 'image_lowres/compressed'),
     'stats': ('edge_stats', 'cloud_stats', 'controller_state'),
 }
+_NUMBER = {'type': ['number', 'null']}
+# JSON schema of NS/stats, so Foxglove's Plot and State Transitions panels know the fields.
+STATS_SCHEMA = {
+    'type': 'object',
+    'properties': {
+        'uplink_kbps': _NUMBER, 'sent_fps': _NUMBER, 'analysed_fps': _NUMBER,
+        'latency_ms': _NUMBER, 'probe_agreement': _NUMBER,
+        'controller': {'type': 'object', 'properties': {
+            'scale': _NUMBER, 'codec': {'type': 'string'}, 'config': {'type': 'string'},
+            'reason': {'type': 'string'}, 'bitrate_kbps': _NUMBER, 'estimate_kbps': _NUMBER}},
+    },
+}
 TOPIC_TYPES = {
     'image_lowres/compressed': (CompressedImage, qos.SENSOR),
     'mask/compressed': (CompressedImage, qos.SENSOR),
@@ -98,7 +110,7 @@ class RobotView:
         self.palette = palette
         self.camera = CompressedImageChannel(resolve(namespace, 'camera'))
         self.overlay = CompressedImageChannel(resolve(namespace, 'mask_overlay'))
-        self.stats = foxglove.Channel(resolve(namespace, 'stats'))
+        self.stats = foxglove.Channel(resolve(namespace, 'stats'), schema=STATS_SCHEMA)
         self.images = collections.OrderedDict()  # stamp ns -> JPEG bytes, the newest last
         self.second = Second(t_s=0.0)
         self.decision: Optional[ControllerState] = None

@@ -15,6 +15,7 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
 from cloudseg_ros.core.mask_codec import PNG_MONO8_FORMAT, encode_mask_png
+from cloudseg_ros.msg import PipelineStats
 from cloudseg_ros.ros import qos
 
 ws_client = pytest.importorskip('websockets.sync.client')
@@ -51,7 +52,8 @@ def _message_class(channel):
 
 
 class FakeRobot:
-    """Publishes a robot's uplink JPEG and mask PNG, same stamp, as edge and cloud would."""
+    """Publishes a robot's uplink JPEG, mask PNG (same stamp) and edge stats of 1000-byte
+    frames, as edge and cloud would."""
 
     def __init__(self, node):
         self.node = node
@@ -59,6 +61,7 @@ class FakeRobot:
                                               qos.SENSOR)
         self.mask_pub = node.create_publisher(CompressedImage, f'{NS}/mask/compressed',
                                               qos.RESULT)
+        self.stats_pub = node.create_publisher(PipelineStats, f'{NS}/edge_stats', qos.STATS)
         self.mask = np.zeros((48, 64), np.uint8)
         self.mask[:, 32:] = 8  # left Sky (grey), right Car (64, 0, 128)
         gray = np.full((12, 16, 3), 128, np.uint8)
@@ -72,6 +75,7 @@ class FakeRobot:
         self.jpeg_pub.publish(CompressedImage(header=header, format='jpeg', data=self.jpeg))
         self.mask_pub.publish(CompressedImage(header=header, format=PNG_MONO8_FORMAT,
                                               data=encode_mask_png(self.mask)))
+        self.stats_pub.publish(PipelineStats(header=header, stage='edge', frame_bytes=1000))
 
 
 def _spin_for(node, robot, seconds):
@@ -81,11 +85,12 @@ def _spin_for(node, robot, seconds):
         rclpy.spin_once(node, timeout_sec=0.1)
 
 
-def _receive_overlay(ws, node, robot, timeout_s):
-    """Subscribe to NS/mask_overlay; return (decoded protobuf message, advertised channel)."""
-    channel = None
+def _receive(ws, node, robot, topics, timeout_s):
+    """Subscribe to the viewer's `topics` ({topic: accept(payload) -> bool}); return
+    {topic: (payload bytes, advertised channel)} with the first accepted message of each."""
+    channels, received = {}, {}
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and len(received) < len(topics):
         robot.publish()
         rclpy.spin_once(node, timeout_sec=0.02)
         try:
@@ -95,14 +100,17 @@ def _receive_overlay(ws, node, robot, timeout_s):
         if isinstance(frame, str):
             op = json.loads(frame)
             for advertised in op.get('channels', []) if op.get('op') == 'advertise' else []:
-                if advertised['topic'] == f'{NS}/mask_overlay':
-                    channel = advertised
+                if advertised['topic'] in topics:
+                    sub_id = len(channels) + 1
+                    channels[sub_id] = advertised
                     ws.send(json.dumps({'op': 'subscribe', 'subscriptions': [
-                        {'id': 7, 'channelId': channel['id']}]}))
-        elif frame[0] == 0x01 and channel is not None:
-            assert int.from_bytes(frame[1:5], 'little') == 7
-            return _message_class(channel).FromString(frame[13:]), channel
-    pytest.fail('no mask overlay message within the timeout')
+                        {'id': sub_id, 'channelId': advertised['id']}]}))
+        elif frame[0] == 0x01:  # message data: subscription id, log time, payload
+            channel = channels[int.from_bytes(frame[1:5], 'little')]
+            if topics[channel['topic']](frame[13:]):
+                received.setdefault(channel['topic'], (frame[13:], channel))
+    assert len(received) == len(topics), f'only {list(received)} within the timeout'
+    return received
 
 
 def test_foxglove_client_gets_the_overlay_and_idle_costs_nothing(tmp_path, ros_node):
@@ -115,15 +123,22 @@ def test_foxglove_client_gets_the_overlay_and_idle_costs_nothing(tmp_path, ros_n
         assert ros_node.count_subscribers(f'{NS}/image_lowres/compressed') == 0
         with ws_client.connect(f'ws://127.0.0.1:{port}', subprotocols=SUBPROTOCOLS,
                                open_timeout=10) as ws:
-            msg, channel = _receive_overlay(ws, ros_node, robot, 30.0)
-            assert channel['schemaName'] == 'foxglove.CompressedImage'
+            got = _receive(ws, ros_node, robot, {
+                f'{NS}/mask_overlay': lambda payload: True,
+                f'{NS}/stats': lambda payload: json.loads(payload)['sent_fps'] > 0}, 30.0)
             assert ros_node.count_subscribers(f'{NS}/mask/compressed') == 1
+        payload, channel = got[f'{NS}/mask_overlay']
+        assert channel['schemaName'] == 'foxglove.CompressedImage'
+        msg = _message_class(channel).FromString(payload)
         rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR),
                            cv2.COLOR_BGR2RGB)
         assert msg.format == 'jpeg' and rgb.shape == (48, 64, 3) and msg.frame_id == 'cam'
         assert (msg.timestamp.seconds, msg.timestamp.nanos) in robot.stamps
         left, right = rgb[:, 4:28].reshape(-1, 3).mean(0), rgb[:, 36:60].reshape(-1, 3).mean(0)
         assert right[1] < left[1] - 30  # Car's colour over the grey frame, Sky's barely shows
+        stats = json.loads(got[f'{NS}/stats'][0])
+        assert stats['uplink_kbps'] == pytest.approx(8.0 * stats['sent_fps'])  # 1000 B/frame
+        assert stats['latency_ms'] is None  # no cloud_stats were published
         # The client left: the viewer drops its subscriptions again.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and ros_node.count_subscribers(
