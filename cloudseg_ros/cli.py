@@ -23,6 +23,9 @@ COMMANDS = {
     'make-clip': ('cloudseg_ros.tools.make_clip', 'build the bundled demo clip from CamVid'),
     'fuzz': ('cloudseg_ros.tools.fuzz', 'seeded fuzzing of receiver, engine, controller'),
     'soak': ('cloudseg_ros.tools.soak', 'long run: RSS and latency drift per process'),
+    'record': ('cloudseg_ros.tools.record', 'record a run to a rosbag2 MCAP file'),
+    'report': ('cloudseg_ros.tools.report', 'summary plots of a recorded MCAP file'),
+    'view': ('cloudseg_ros.tools.view', 'live Foxglove WebSocket view of robots'),
 }
 
 

@@ -1,6 +1,6 @@
 """Class names and colours (CamVid 11 + void, or generated for any class count) and overlays."""
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -94,3 +94,31 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, palette: np.ndarray = CAMVID_PALE
     if void.any():
         blended[void] = rgb[void]
     return blended
+
+
+def overlay_on(mask: np.ndarray, image: Optional[np.ndarray] = None,
+               palette: np.ndarray = CAMVID_PALETTE, alpha: float = 0.5) -> np.ndarray:
+    """Class colours over `image` resized to the mask's size (the low-res uplink frame, say),
+    or the colours alone without an image. Ids beyond `palette` get distinct colours instead of
+    an error: a viewer must show any model's masks."""
+    if mask.size and int(mask.max()) >= len(palette):
+        palette = distinct_palette(int(mask.max()) + 1)
+    if image is None:
+        return colorize(mask, palette)
+    if image.shape[:2] != mask.shape:
+        image = cv2.resize(image, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return overlay(image, mask, palette, alpha)
+
+
+def legend_image(names: List[str], palette: np.ndarray, row_px: int = 22,
+                 width_px: int = 280) -> np.ndarray:
+    """An RGB (rows x width) image listing each class's colour swatch, id and name."""
+    img = np.full((row_px * len(names) + 8, width_px, 3), 255, np.uint8)
+    for i, (name, rgb) in enumerate(zip(names, palette)):
+        top = 4 + i * row_px
+        cv2.rectangle(img, (6, top + 3), (6 + row_px, top + row_px - 3),
+                      tuple(int(c) for c in rgb), -1)
+        cv2.rectangle(img, (6, top + 3), (6 + row_px, top + row_px - 3), (0, 0, 0), 1)
+        cv2.putText(img, f'{i} {name}', (row_px + 14, top + row_px - 7),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return img

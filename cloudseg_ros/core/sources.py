@@ -1,8 +1,9 @@
-"""Frame sources for the replay camera: a video file, an image folder, or a dataset split.
+"""Frame sources for the replay camera: a video file, an image folder, a dataset split, a bag.
 
 A dataset split is a folder with an `images/` sub-folder (CamVid layout, `<split>/images`) or a
 Cityscapes `leftImg8bit/<split>` tree; frames are read in name order, which is time order for
-both datasets. Unreadable frames are reported and skipped, never silently dropped.
+both datasets. Unreadable frames are reported and skipped, never silently dropped. rosbag2 MCAP
+recordings are read by `core/bag_source.py`; `open_source` picks the reader for a path.
 """
 import os
 from typing import Iterator, List, Optional
@@ -115,3 +116,16 @@ class FrameSource:
         """Release the video file."""
         if self._capture is not None:
             self._capture.release()
+
+
+def open_source(path: str, loop: bool = True, topic: str = ''):
+    """FrameSource for a video or image folder, BagSource for an MCAP file or bag folder.
+
+    `topic` chooses the image topic of a bag (default: its only one); other sources have none.
+    """
+    from cloudseg_ros.core.bag_source import BagSource, is_bag
+    if is_bag(path):
+        return BagSource(path, loop=loop, topic=topic)
+    if topic:
+        raise SourceError(f"'{path}' is not a bag: a topic ('{topic}') applies to bags only")
+    return FrameSource(path, loop=loop)

@@ -1,11 +1,14 @@
-"""Summary of a streaming run: overlay video, a PNG of rates and latency, JSON figures."""
+"""Summary of a streaming run: overlay video, a PNG of rates and latency, JSON figures.
+
+A run is anything with `seconds` (core/stream_figures.Second), `frames` (overlays),
+`last_edge` and `last_cloud` (the last stats reports): the live StreamMonitor of `cloudseg demo`
+or a recorded run read back by `cloudseg report`; no rclpy here.
+"""
 import os
 from typing import Dict
 
 import av
 import numpy as np
-
-from cloudseg_ros.tools.stream_monitor import StreamMonitor
 
 
 def write_video(frames, path: str, fps: float) -> None:
@@ -28,7 +31,7 @@ def write_video(frames, path: str, fps: float) -> None:
             container.mux(packet)
 
 
-def summarise(monitor: StreamMonitor) -> Dict:
+def summarise(monitor) -> Dict:
     """Whole-run figures (the first second is start-up and not counted in rates)."""
     seconds = monitor.seconds[1:-1] or monitor.seconds
     latencies = [v for s in monitor.seconds for v in s.latencies_ms]
@@ -54,35 +57,58 @@ def summarise(monitor: StreamMonitor) -> Dict:
     }
 
 
-def plot_summary(monitor: StreamMonitor, path: str) -> None:
-    """Uplink rate, analysed rate, latency over time, and the last overlay frame."""
+def draw_uplink(ax, seconds) -> None:
+    """Uplink kbit/s per second."""
+    ax.plot([s.t_s for s in seconds], [s.uplink_bytes * 8e-3 for s in seconds],
+            label='uplink kbit/s')
+    ax.set_xlabel('time (s)')
+    ax.set_title('uplink kbit/s')
+
+
+def draw_rates(ax, seconds) -> None:
+    """Frames sent and analysed per second, and median end-to-end latency on a twin axis."""
+    t = [s.t_s for s in seconds]
+    ax.plot(t, [s.sent for s in seconds], label='sent fps')
+    ax.plot(t, [s.analysed for s in seconds], label='analysed fps')
+    lat = [np.median(s.latencies_ms) if s.latencies_ms else np.nan for s in seconds]
+    twin = ax.twinx()
+    twin.plot(t, lat, 'r--', label='e2e latency ms')
+    twin.set_ylabel('latency (ms)')
+    ax.legend(loc='upper left')
+    ax.set_title('frames/s and end-to-end latency')
+    ax.set_xlabel('time (s)')
+
+
+def new_figure(rows: int, cols: int, size: tuple):
+    """A matplotlib figure for files (Agg: no display needed) and its axes."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    t = [s.t_s for s in monitor.seconds]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    axes[0].plot(t, [s.uplink_bytes * 8e-3 for s in monitor.seconds], label='uplink kbit/s')
-    axes[0].set_xlabel('time (s)')
-    axes[0].set_title('uplink kbit/s')
-    axes[1].plot(t, [s.sent for s in monitor.seconds], label='sent fps')
-    axes[1].plot(t, [s.analysed for s in monitor.seconds], label='analysed fps')
-    lat = [np.median(s.latencies_ms) if s.latencies_ms else np.nan for s in monitor.seconds]
-    twin = axes[1].twinx()
-    twin.plot(t, lat, 'r--', label='e2e latency ms')
-    twin.set_ylabel('latency (ms)')
-    axes[1].legend(loc='upper left')
-    axes[1].set_title('frames/s and end-to-end latency')
-    axes[1].set_xlabel('time (s)')
-    if monitor.frames:
-        axes[2].imshow(monitor.frames[-1])
-    axes[2].set_title('last mask overlay')
-    axes[2].axis('off')
+    return plt.subplots(rows, cols, figsize=size, squeeze=False)
+
+
+def save_figure(fig, path: str) -> None:
+    """Write the figure as PNG and free it."""
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def write_report(monitor: StreamMonitor, out_dir: str, fps: float) -> Dict:
+def plot_summary(monitor, path: str) -> None:
+    """Uplink rate, analysed rate, latency over time, and the last overlay frame."""
+    fig, axes = new_figure(1, 3, (15, 4))
+    axes = axes[0]
+    draw_uplink(axes[0], monitor.seconds)
+    draw_rates(axes[1], monitor.seconds)
+    if monitor.frames:
+        axes[2].imshow(monitor.frames[-1])
+    axes[2].set_title('last mask overlay')
+    axes[2].axis('off')
+    save_figure(fig, path)
+
+
+def write_report(monitor, out_dir: str, fps: float) -> Dict:
     """Write overlay.mp4, summary.png and summary.json; return the summary."""
     import json
     summary = summarise(monitor)

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import rclpy
 
-from cloudseg_ros.tools.demo import (REPO, add_loop_args, start_cloud, start_robot,
+from cloudseg_ros.tools.demo import (REPO, add_loop_args, input_error, start_cloud, start_robot,
                                      wait_for_cloud)
 from cloudseg_ros.tools.processes import NodeProcess
 from cloudseg_ros.tools.stream_monitor import StreamMonitor
@@ -147,8 +147,9 @@ def soak_loop(monitor: StreamMonitor, nodes: List[NodeProcess], duration_s: floa
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the soak; exit code 1 if a node died or no mask came back."""
     args = parse_args(argv)
-    if not os.path.exists(args.input):
-        print(f"input '{args.input}' does not exist", file=sys.stderr)
+    error = input_error(args)
+    if error:
+        print(f'input: {error}', file=sys.stderr)
         return 1
     os.makedirs(args.out, exist_ok=True)
     print(f'soak: {args.input} -> edge (x{args.scale} {args.codec}) -> cloud ({args.device}) '

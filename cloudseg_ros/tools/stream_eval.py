@@ -38,7 +38,7 @@ from cloudseg_ros.core.edge_pipeline import EdgeConfig, EdgePipeline
 from cloudseg_ros.core.metrics import IGNORE_INDEX, RunningConfusion
 from cloudseg_ros.core.profile import ProfileEntry, StreamConfig
 from cloudseg_ros.core.receiver import FrameMeta, ReceiveError, StreamReceiver
-from cloudseg_ros.core.sources import FrameSource, list_images
+from cloudseg_ros.core.sources import SourceError, list_images, open_source
 from cloudseg_ros.training.progress import Progress, format_duration
 
 DEFAULT_FPS = 15.0
@@ -65,15 +65,20 @@ class Clip:
 
 
 def load_clip(path: str, labels: Optional[str] = None, max_frames: Optional[int] = None,
-              fps: Optional[float] = None) -> Clip:
-    """Read a video file or image folder (CamVid split: `<split>/images`) as a Clip.
+              fps: Optional[float] = None, topic: str = '') -> Clip:
+    """Read a video file, image folder (CamVid split: `<split>/images`) or bag as a Clip.
 
     `labels` is a folder of label PNGs named like the images (the `labels/` folder itself or
     the split holding it); when None, a split's own `labels/` folder is used if it exists.
-    Image folders play at `fps` (default 15); videos at their stored rate unless `fps` is given.
-    Raises ValueError when labels are missing for some frame or do not match its size.
+    Image folders play at `fps` (default 15); videos and bags (image `topic`, default the only
+    one) at their stored rate unless `fps` is given.
+    Raises ValueError when the source cannot be read, or labels are missing for some frame or
+    do not match its size.
     """
-    source = FrameSource(path, loop=False)
+    try:
+        source = open_source(path, loop=False, topic=topic)
+    except SourceError as err:
+        raise ValueError(str(err)) from err
     try:
         frames = []
         for frame in source.frames():
@@ -568,7 +573,10 @@ def _content_group(config: StreamConfig, variant: CloudVariant) -> tuple:
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options every streaming evaluation takes: the clip, the models, the device."""
     parser.add_argument('--input', required=True,
-                        help='video file or image folder (CamVid split: <split>/images)')
+                        help='video file, image folder (CamVid split: <split>/images), or '
+                             'rosbag2 MCAP file or folder')
+    parser.add_argument('--topic', default='',
+                        help="image topic of a bag --input ('' = its only image topic)")
     parser.add_argument('--labels', default=None,
                         help='label folder (default: <input>/labels when it exists)')
     parser.add_argument('--max-frames', type=int, default=None, help='use the first N frames')
@@ -634,7 +642,7 @@ def evaluator_from_args(args: argparse.Namespace) -> StreamEvaluator:
     """An evaluator over the clip, with engines from the models folder, per the options."""
     from cloudseg_ros.inference.engine import resolve_device
     models_dir = args.models or _default_models_dir()
-    clip = load_clip(args.input, args.labels, args.max_frames, args.fps)
+    clip = load_clip(args.input, args.labels, args.max_frames, args.fps, args.topic)
     batch = args.batch or (8 if resolve_device(args.device).type == 'cuda' else 1)
     labels = 'with labels' if clip.labels is not None else 'no labels'
     print(f'clip: {args.input}: {len(clip.frames)} frames {clip.frames[0].shape[1]}x'

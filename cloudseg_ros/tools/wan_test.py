@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from cloudseg_ros.core.edge_pipeline import EdgeConfig, EdgePipeline
 from cloudseg_ros.core.profile import ProfileEntry, StreamConfig, save_profile
-from cloudseg_ros.core.sources import FrameSource, SourceError
+from cloudseg_ros.core.sources import SourceError, open_source
 from cloudseg_ros.paths import package_file
 from cloudseg_ros.tools import wan_report as report
 from cloudseg_ros.tools.wan_link import (CLOUD_IP, ROBOT_IP, LinkError, WanLink,
@@ -86,7 +86,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- the profile
 def read_clip(path: str) -> list:
     """Every frame of the clip (RGB), once."""
-    source = FrameSource(path, loop=False)
+    source = open_source(path, loop=False)
     frames = []
     while True:
         frame = source.read()

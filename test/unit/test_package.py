@@ -23,6 +23,14 @@ FORBIDDEN = {
     'nodes/edge_node.py': {'torch', 'torchvision'},
     'nodes/camera_replay_node.py': {'torch', 'torchvision'},
     'tools/bench_edge.py': {'torch', 'torchvision'},
+    # Bags are read, written and reported on a laptop without ROS; record and view run beside
+    # robots, which may have no torch.
+    'tools/bag_writer.py': {'rclpy', 'torch', 'torchvision'},
+    'tools/msg_definitions.py': {'rclpy', 'torch', 'torchvision'},
+    'tools/report.py': {'rclpy', 'torch', 'torchvision'},
+    'tools/demo_report.py': {'rclpy', 'torch', 'torchvision'},
+    'tools/record.py': {'torch', 'torchvision'},
+    'tools/view.py': {'torch', 'torchvision'},
 }
 
 
