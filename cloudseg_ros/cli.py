@@ -23,6 +23,8 @@ COMMANDS = {
     'make-clip': ('cloudseg_ros.tools.make_clip', 'build the bundled demo clip from CamVid'),
     'fuzz': ('cloudseg_ros.tools.fuzz', 'seeded fuzzing of receiver, engine, controller'),
     'soak': ('cloudseg_ros.tools.soak', 'long run: RSS and latency drift per process'),
+    'bench-fleet': ('cloudseg_ros.tools.bench_fleet',
+                    'cloud node serving N synthetic robots over DDS'),
 }
 
 
