@@ -10,7 +10,7 @@ import contextlib
 from dataclasses import dataclass, field
 import logging
 import time
-from typing import ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import ContextManager, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -178,6 +178,36 @@ class SegEngine:
             for i, mask in zip(indices, masks):
                 outputs[i] = EngineOutput(mask, dict(timings))
         return outputs
+
+    def process_isolated(self, batch: Sequence[EngineInput]
+                         ) -> List[Union[EngineOutput, EngineError]]:
+        """Like `process`, but a frame the engine refuses fails alone, as its EngineError.
+
+        A fleet batch holds frames of different robots: one robot's bad frame (a scale without
+        a model, a foreign network failing on its size) must not reject the others. Inputs
+        are checked first; if the batch still fails, each frame is run alone to find which.
+        """
+        results: List[Union[EngineOutput, EngineError, None]] = [None] * len(batch)
+        good = []
+        for i, item in enumerate(batch):
+            try:
+                self._check_input(item)
+                good.append(i)
+            except EngineError as err:
+                results[i] = err
+        try:
+            for i, output in zip(good, self.process([batch[i] for i in good])):
+                results[i] = output
+        except EngineError as err:
+            for i in good:
+                results[i] = err if len(good) == 1 else self._process_alone(batch[i])
+        return results
+
+    def _process_alone(self, item: EngineInput) -> Union[EngineOutput, EngineError]:
+        try:
+            return self.process([item])[0]
+        except EngineError as err:
+            return err
 
     def segment_hr(self, rgb: np.ndarray) -> np.ndarray:
         """Mask uint8 (H, W) of a full-resolution RGB uint8 (H, W, 3) image (no SR)."""
