@@ -13,5 +13,5 @@ def test_losing_and_regaining_a_server():
     assert report['server_back']['same_as_before']
     assert lost['robots_per_gpu_max'] * 4 >= 200
     failover = report['failover_s']
-    assert failover['total'] == round(failover['detect'] + failover['reassign']
-                                      + failover['next_key_frame'], 2)
+    assert abs(failover['total'] - failover['detect'] - failover['reassign']
+               - failover['next_key_frame']) <= 0.011
