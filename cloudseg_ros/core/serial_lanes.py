@@ -56,9 +56,10 @@ class SerialLanes:
         with self._lock:
             return len(self._lanes.get(key, ()))
 
-    def shutdown(self) -> None:
-        """Drop queued jobs and wait for the running ones."""
-        with self._lock:
-            for lane in self._lanes.values():
-                lane.clear()
+    def shutdown(self, drop_pending: bool = True) -> None:
+        """Wait for the running jobs; queued ones are dropped, or run with drop_pending=False."""
+        if drop_pending:
+            with self._lock:
+                for lane in self._lanes.values():
+                    lane.clear()
         self._pool.shutdown(wait=True)

@@ -28,7 +28,8 @@ PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
 ALL_SCALES = (1, 2, 3, 4)
 _DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
 # Captured graphs keep their activations alive; bound the number of (batch, shape, scale) keys.
-MAX_CUDA_GRAPHS = 8
+# 16 = batch buckets 1, 2, 4, 8 at four scales of one camera size.
+MAX_CUDA_GRAPHS = 16
 
 
 class EngineError(ValueError):
@@ -50,6 +51,11 @@ class EngineConfig:
     warmup_size: Tuple[int, int] = (480, 360)  # (W, H) of the warm-up frames
     compile: bool = False  # torch.compile the networks (CUDA; first call per shape is slow)
     channels_last: bool = True  # NHWC activations on CUDA (faster cuDNN convs); ignored on CPU
+    # Pad a group to the next power of two (repeating its last frame): a fleet forms batches of
+    # every size, and each new size costs a compilation (~20 s) or a graph capture. None = on
+    # when compiling or capturing CUDA graphs on CUDA.
+    pad_batches: Optional[bool] = None
+    warmup_batches: Tuple[int, ...] = (1,)  # batch sizes warmed up (compiled) at start
 
 
 @dataclass
@@ -72,6 +78,11 @@ class EngineOutput:
 
     mask: np.ndarray
     timings_ms: Dict[str, float]
+
+
+def padded_size(batch: int, pad: bool) -> int:
+    """The batch size actually run: `batch`, or with `pad` the next power of two."""
+    return 1 << (batch - 1).bit_length() if pad and batch > 1 else batch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,6 +153,8 @@ class SegEngine:
         self.dtype = resolve_precision(config.precision, self.device)
         self._channels_last = config.channels_last and self.device.type == 'cuda'
         self._graphs: Dict[tuple, Optional[_Graphs]] = {}
+        self._pad_batches = config.pad_batches if config.pad_batches is not None else (
+            self.device.type == 'cuda' and (config.compile or config.cuda_graphs))
         if self.device.type == 'cuda':
             # Few distinct shapes per deployment: autotuned conv algorithms pay off quickly.
             torch.backends.cudnn.benchmark = True
@@ -261,11 +274,13 @@ class SegEngine:
         return model
 
     def _warmup(self) -> None:
-        """One frame per scale at warmup_size: lazy init and cuDNN autotuning happen now."""
+        """Each scale and warm-up batch size at warmup_size: lazy init, autotuning, compiling."""
         width, height = self.config.warmup_size
         for scale in self.supported_scales():
             lr = np.zeros((max(1, height // scale), max(1, width // scale), 3), np.uint8)
-            self.process([EngineInput(lr, scale, (width, height))])
+            for batch in sorted({padded_size(b, self._pad_batches)
+                                 for b in self.config.warmup_batches}):
+                self.process([EngineInput(lr, scale, (width, height))] * batch)
 
     def _check_input(self, item: EngineInput) -> None:
         """Raise EngineError naming what is wrong with one input."""
@@ -328,10 +343,12 @@ class SegEngine:
         """One batch of equal-shape frames: upload, SR, seg, download; masks (B, H, W)."""
         start = time.perf_counter()
         clock = _Clock(self.device)
+        count = len(images)
+        images = list(images) + [images[-1]] * (padded_size(count, self._pad_batches) - count)
         with torch.inference_mode(), self._autocast():
             lr = self._upload(images)
             mask = self._run_device(lr, scale, size, clock)
-            masks = mask.cpu().numpy()  # waits for the device
+            masks = mask[:count].cpu().numpy()  # waits for the device
         sr_ms, seg_ms = clock.intervals_ms()
         return masks, {'sr': sr_ms, 'seg': seg_ms, 'total': (time.perf_counter() - start) * 1e3}
 

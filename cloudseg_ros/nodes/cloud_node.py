@@ -7,12 +7,12 @@ Every output keeps the frame's acquisition stamp, and is built only when it has 
 
 Threads (docs/FLEET.md): the executor only takes messages, checks and counts them
 (`StreamReceiver.admit`) and answers parameters; `decode_threads` decode each robot's frames in
-order (`core/serial_lanes.py`); one inference thread sleeps on a condition variable until a
+order (`core/serial_lanes.py`); one inference thread per engine (`device` may list several,
+robots spread over them: `inference/engine_pool.py`) sleeps on a condition variable until a
 frame waits, then forms a batch across robots with a deadline, fairly (`inference/
 fleet_queue.py`); `output_threads` build overlays and PNGs (`ros/cloud_outputs.py`). Robots
 join and leave when `robot_namespaces` is set. Timers and rate limits run on the steady clock.
 """
-import threading
 import time
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -20,7 +20,6 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Empty
 
-from cloudseg_ros.core.frame_slots import LatestSlots
 from cloudseg_ros.core.imageops import upsample_bilinear
 from cloudseg_ros.core.metrics import confusion_matrix, mean_iou
 from cloudseg_ros.core.palette import overlay
@@ -29,7 +28,7 @@ from cloudseg_ros.core.selector import FrameKind
 from cloudseg_ros.core.serial_lanes import SerialLanes
 from cloudseg_ros.inference import model_files
 from cloudseg_ros.inference.engine import EngineConfig, EngineError, EngineInput, SegEngine
-from cloudseg_ros.inference.fleet_queue import FleetQueue
+from cloudseg_ros.inference.engine_pool import EnginePool
 from cloudseg_ros.msg import EncodedFrame
 from cloudseg_ros.nets.checkpoint import CheckpointError
 from cloudseg_ros.ros.cloud_outputs import OutputStage, subscribed
@@ -43,7 +42,6 @@ from cloudseg_ros.ros.params import ParamBinder, declare_params
 from cloudseg_ros.ros.robot_stream import RobotStream
 
 OUTPUT_BACKLOG = 16  # frames whose overlay / PNG may wait for an output thread
-IDLE_WAKE_S = 1.0  # the inference thread's longest sleep (to notice shutdown)
 
 
 def _stamp_ns(header) -> int:
@@ -72,10 +70,12 @@ class CloudNode(Node):
         self._binder = ParamBinder(self, PARAMS, values, CloudSettings.from_values, self._apply)
         self.settings = self._binder.config
         self._engine_error = ''
-        self.engine = self._load_engine(values)
-        self._frames = FleetQueue()   # robot -> (header, arrival stamp, DecodedFrame)
-        self._probes = LatestSlots()
         self.guard = CallbackGuard(self.get_logger())
+        devices = [d.strip() for d in values['device'].split(',')]
+        engines = self._load_engines(values, devices)
+        # Waiting items are (header, arrival stamp, DecodedFrame), per robot and engine.
+        self._pool = EnginePool(engines, [f'{i}:{d}' for i, d in enumerate(devices)],
+                                self._next_batch_args, self._serve, self.guard.wrap)
         self._limits = ReceiveLimits(values['max_input_pixels'], values['max_output_pixels'],
                                      values['max_payload_bytes'], values['max_frame_rate_hz'])
         self._key_request_hz = values['max_keyframe_request_hz']
@@ -86,40 +86,40 @@ class CloudNode(Node):
         self._outputs = OutputStage(values['output_threads'], OUTPUT_BACKLOG, self.guard.wrap)
         self._streams = {}
         self._set_robots(self.settings.robot_namespaces)
-        self._stopping = threading.Event()
-        self._worker = threading.Thread(target=self._serve, name='inference', daemon=True)
-        self._worker.start()
+        self._pool.start()
         self._sim_clock_watch = SimClockWatch(self, callback_group=self._receive_group)
+        scales = engines[0].supported_scales() if engines else '-'
         self.get_logger().info(
-            f"cloud: serving {', '.join(self._streams)}; SR '{values['sr_variant']}' "
-            f"for scales {self.engine.supported_scales() if self.engine else '-'}; "
+            f"cloud: serving {', '.join(self._streams)}; {len(engines)} engine(s) on "
+            f"{values['device']}; SR '{values['sr_variant']}' for scales {scales}; "
             f'pyramid reuse {self.settings.pyramid_reuse}; batch <= {self.settings.max_batch} '
             f'within {self.settings.max_batch_wait_ms} ms')
 
-    def _load_engine(self, values):
+    def _load_engines(self, values, devices) -> list:
+        """One engine per device; none (frames rejected with the reason) if one fails."""
         models_dir = values['models_dir'] or model_files.default_models_dir()
         try:
-            config = EngineConfig(
+            return [SegEngine(EngineConfig(
                 seg_checkpoint=values['seg_model'] or model_files.seg_checkpoint(models_dir),
                 sr_checkpoints=model_files.sr_checkpoints(models_dir, values['sr_variant']),
                 sr_mode='bilinear' if values['sr_variant'] == 'bilinear' else 'model',
-                device=values['device'], precision=values['precision'],
+                device=device, precision=values['precision'],
                 pyramid_reuse=self.settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'],
                 compile=values['compile'],
-                warmup_size=(values['warmup_width'], values['warmup_height']))
-            return SegEngine(config)
-        except (CheckpointError, EngineError, ValueError) as err:
+                warmup_size=(values['warmup_width'], values['warmup_height'])))
+                for device in devices]
+        except (CheckpointError, EngineError, ValueError, RuntimeError) as err:
             # Stay up (parameters, introspection) and reject frames with this reason.
             self.get_logger().error(f'engine not loaded, frames will be rejected: {err}')
             self._engine_error = str(err)
-            return None
+            return []
 
     def _apply(self, settings: CloudSettings) -> None:
         if settings.robot_namespaces != self.settings.robot_namespaces:
             self._set_robots(settings.robot_namespaces)
         self.settings = settings
-        if self.engine is not None:
-            self.engine.config.pyramid_reuse = settings.pyramid_reuse
+        for worker in self._pool.workers:
+            worker.engine.config.pyramid_reuse = settings.pyramid_reuse
 
     def _set_robots(self, namespaces) -> None:
         """Robots join and leave: streams are created and destroyed to match `namespaces`."""
@@ -130,9 +130,13 @@ class CloudNode(Node):
             wanted[name] = streams.pop(name, None) or RobotStream(
                 self, namespace, self._receive_group, self._limits, self._key_request_hz)
         self._streams = wanted
+        if self._pool.workers:
+            engines = self._pool.set_robots(list(wanted))
+            if len(self._pool.workers) > 1:
+                self.get_logger().info('robots per engine: ' + ', '.join(
+                    f'{robot} -> {engine}' for robot, engine in sorted(engines.items())))
         for name, stream in streams.items():  # the robots that left
             stream.destroy(self)
-            self._frames.remove(name)
             self.get_logger().info(f'{name}: robot left')
 
     def on_frame(self, stream: RobotStream, msg: EncodedFrame, info=None) -> None:
@@ -162,14 +166,16 @@ class CloudNode(Node):
         if subscribed(stream.stats_pub):
             stream.stats_pub.publish(cloud_stats_msg(
                 msg.header, item[1], frame, stream.receiver,
-                self._frames.superseded.get(stream.name, 0), {}, 0,
+                self._pool.superseded(stream.name), {}, 0,
                 arrival.nanoseconds * 1e-9, stage='cloud_rx'))
         if msg.kind == FrameKind.PROBE:
-            self._probes.put(stream.name, item)
-            self._frames.wake()
-            return
-        stream.remember(stream.recent_frames, _stamp_ns(msg.header), frame)
-        self._frames.put(stream.name, item)
+            queued = self._pool.put_probe(stream.name, item)
+        else:
+            stream.remember(stream.recent_frames, _stamp_ns(msg.header), frame)
+            queued = self._pool.put_frame(stream.name, item)
+        if not queued:  # no engine (or the robot just left)
+            stream.receiver.count_rejected()
+            self._reject(stream, self._engine_error or 'robot no longer served')
 
     def _reject(self, stream: RobotStream, reason: str, want_keyframe: bool = False) -> None:
         self.get_logger().error(f'{stream.name}: frame rejected: {reason}',
@@ -177,90 +183,82 @@ class CloudNode(Node):
         if want_keyframe and stream.key_requests.allow(time.monotonic()):
             stream.key_pub.publish(Empty())
 
-    def _serve(self) -> None:
-        """The inference thread: wait for frames (no polling), segment, publish."""
-        work = self.guard.wrap('inference', self._work_once)
-        while not self._stopping.is_set():
-            work()
+    def _next_batch_args(self, robots: int) -> tuple:
+        """(max_items, max_wait_s, cost, budget) of the next batch of an engine's robots."""
+        settings = self.settings
+        return (min(settings.max_batch, max(1, robots)), settings.max_batch_wait_ms * 1e-3,
+                _output_pixels, self._max_batch_pixels)
 
-    def _work_once(self) -> None:
-        settings, streams = self.settings, self._streams
-        batch = self._frames.next_batch(
-            min(settings.max_batch, max(1, len(streams))), settings.max_batch_wait_ms * 1e-3,
-            _output_pixels, self._max_batch_pixels, timeout_s=IDLE_WAKE_S)
+    def _serve(self, worker, batch, probes) -> None:
+        """On an engine's thread: segment a batch of its robots' frames, then their probes."""
+        streams = self._streams
         batch = [(streams[name], item) for name, item in batch if name in streams]
         if batch:
-            self._segment_batch(batch)
-        for name, item in self._probes.take(len(streams)):
+            self._segment_batch(worker.engine, batch)
+        for name, item in probes:
             if name in streams:
-                self._check_probe(streams[name], item)
+                self._check_probe(worker.engine, streams[name], item)
 
-    def _segment_batch(self, batch) -> None:
+    def _segment_batch(self, engine, batch) -> None:
         """One engine call for frames of several robots; a refused frame fails alone."""
-        if self.engine is None:
-            results = [EngineError(self._engine_error)] * len(batch)
-        else:
-            results = self.engine.process_isolated([
-                EngineInput(f.rgb, f.meta.scale, (f.meta.orig_width, f.meta.orig_height))
-                for _, (_, _, f) in batch])
+        results = engine.process_isolated([
+            EngineInput(f.rgb, f.meta.scale, (f.meta.orig_width, f.meta.orig_height))
+            for _, (_, _, f) in batch])
         for (stream, item), result in zip(batch, results):
             if isinstance(result, EngineError):
                 stream.receiver.count_rejected()
                 self._reject(stream, str(result))
             else:
-                self._publish(stream, item, result, len(batch))
+                self._publish(engine, stream, item, result, len(batch))
 
-    def _publish(self, stream: RobotStream, item, output, batch_size: int) -> None:
+    def _publish(self, engine, stream: RobotStream, item, output, batch_size: int) -> None:
         header, arrival_stamp, frame = item
         stream.remember(stream.recent_masks, _stamp_ns(header), output.mask)
-        colorize = self._colorizer(frame) if self.settings.publish_color else None
+        colorize = self._colorizer(engine, frame) if self.settings.publish_color else None
         self._outputs.publish(stream, copy_header(header), output.mask, colorize,
                               self.settings.publish_compressed)
         if subscribed(stream.stats_pub):
             now_s = self.get_clock().now().nanoseconds * 1e-9
             stream.stats_pub.publish(cloud_stats_msg(
                 header, arrival_stamp, frame, stream.receiver,
-                self._frames.superseded.get(stream.name, 0), output.timings_ms, batch_size,
-                now_s))
+                self._pool.superseded(stream.name), output.timings_ms, batch_size, now_s))
 
-    def _colorizer(self, frame):
+    def _colorizer(self, engine, frame):
         """mask -> overlay on the received frame (run on an output thread, if subscribed)."""
-        colors, ignore = self.engine.colors, self.engine.ignore_index
+        colors, ignore = engine.colors, engine.ignore_index
         alpha = self.settings.overlay_alpha
         return lambda mask: overlay(upsample_bilinear(frame.rgb, (mask.shape[1], mask.shape[0])),
                                     mask, colors, alpha, ignore)
 
-    def _check_probe(self, stream: RobotStream, item) -> None:
+    def _check_probe(self, engine, stream: RobotStream, item) -> None:
         """Accuracy watchdog: the pipeline's mask vs the full-resolution mask of one image."""
         header, arrival_stamp, frame = item
         stamp_ns = _stamp_ns(header)
         pipeline_mask = stream.recent_masks.get(stamp_ns)
         twin = stream.recent_frames.get(stamp_ns)
-        if self.engine is None or (pipeline_mask is None and twin is None):
+        if pipeline_mask is None and twin is None:
             self.get_logger().warn(f'{stream.name}: probe skipped: its low-resolution twin was '
                                    'lost or rejected', throttle_duration_sec=10.0)
             return
         try:
             check_probe_twin(frame.meta, _twin_size(pipeline_mask, twin))
             if pipeline_mask is None:  # the twin was superseded before inference: run it now
-                pipeline_mask = self.engine.process([EngineInput(
+                pipeline_mask = engine.process([EngineInput(
                     twin.rgb, twin.meta.scale, (frame.meta.width, frame.meta.height))])[0].mask
-            hr_mask = self.engine.segment_hr(frame.rgb)
+            hr_mask = engine.segment_hr(frame.rgb)
         except (EngineError, ReceiveError) as err:
             stream.receiver.count_rejected()
             self._reject(stream, f'probe: {err}')
             return
-        cm = confusion_matrix(pipeline_mask, hr_mask, self.engine.num_classes, ignore_index=None)
+        cm = confusion_matrix(pipeline_mask, hr_mask, engine.num_classes, ignore_index=None)
         now_s = self.get_clock().now().nanoseconds * 1e-9
         stream.stats_pub.publish(cloud_stats_msg(
-            header, arrival_stamp, frame, stream.receiver,
-            self._frames.superseded.get(stream.name, 0), {}, 1, now_s, agreement=mean_iou(cm)))
+            header, arrival_stamp, frame, stream.receiver, self._pool.superseded(stream.name),
+            {}, 1, now_s, agreement=mean_iou(cm)))
 
     def destroy_node(self) -> None:
         """Stop the inference, decoding and output threads, then the node."""
-        self._stopping.set()
-        self._frames.close()
-        self._worker.join(timeout=10.0)
+        self._pool.stop()
         self._decoders.shutdown()
         self._outputs.shutdown()
         super().destroy_node()

@@ -28,7 +28,9 @@ PARAMS = (
               read_only=True),
     ParamSpec('sr_variant', 'aware', 'Super-resolution weights.',
               choices=model_files.SR_VARIANTS, read_only=True),
-    ParamSpec('device', 'auto', "Torch device: 'auto' (CUDA if present), 'cpu', 'cuda:N'.",
+    ParamSpec('device', 'auto',
+              "Torch device: 'auto' (CUDA if present), 'cpu', 'cuda:N'; or a comma-separated "
+              "list ('cuda:0,cuda:1'): one engine per device, robots spread over them.",
               read_only=True),
     ParamSpec('precision', 'auto', 'auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.',
               choices=('auto', 'bf16', 'fp16', 'fp32'), read_only=True),

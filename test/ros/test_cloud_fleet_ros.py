@@ -106,3 +106,18 @@ def test_a_bad_robot_does_not_cost_another_its_masks(launch, ros_node, spin_unti
     assert spin_until(lambda: bad.stats and bad.stats[-1].frames_rejected >= 5, 10.0)
     assert good.stats and max(s.frames_rejected for s in good.stats) == 0
     assert max(s.batch_size for s in good.stats) == 2, 'never batched with the bad robot'
+
+
+def test_two_engines_share_the_robots(launch, ros_node, spin_until, tiny_models):
+    """device 'cpu,cpu': one engine per device, robots spread over both, all served."""
+    names = [f'/e{i}' for i in range(4)]
+    cloud = launch(CLOUD, params={'robot_namespaces': names, 'models_dir': tiny_models,
+                                  'device': 'cpu,cpu', 'warmup_width': SIZE[0],
+                                  'warmup_height': SIZE[1]})
+    assert wait_for_cloud(ros_node, cloud, '', 90.0), cloud.log()
+    robots = [FakeRobot(ros_node, name) for name in names]
+    assert _stream(robots, spin_until, lambda: all(len(r.masks) >= 3 for r in robots), 60.0), \
+        cloud.log()
+    log = cloud.log()
+    assert '2 engine(s) on cpu,cpu' in log
+    assert '-> 0:cpu' in log and '-> 1:cpu' in log, log

@@ -146,3 +146,14 @@ def test_process_isolated_finds_a_frame_that_fails_inside_the_batch(checkpoints,
                                        EngineInput(clean, 4, (128, 96))])
     assert isinstance(results[0], EngineError)
     check_mask(results[1].mask, 128, 96)
+
+
+def test_padded_batches_give_the_same_masks(checkpoints):
+    """A batch of 3 runs as 4 (the last frame repeated) and returns 3 identical masks."""
+    padded = make_engine(checkpoints, pad_batches=True)
+    plain = make_engine(checkpoints, pad_batches=False)
+    batch = [EngineInput(frame(24, 32, seed), 4, (128, 96)) for seed in (1, 2, 3)]
+    got, expected = padded.process(batch), plain.process(batch)
+    assert len(got) == 3
+    for a, b in zip(got, expected):
+        assert np.array_equal(a.mask, b.mask)
