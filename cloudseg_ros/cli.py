@@ -25,6 +25,8 @@ COMMANDS = {
     'soak': ('cloudseg_ros.tools.soak', 'long run: RSS and latency drift per process'),
     'bench-fleet': ('cloudseg_ros.tools.bench_fleet',
                     'cloud node serving N synthetic robots over DDS'),
+    'bench-outputs': ('cloudseg_ros.tools.bench_outputs',
+                      'CPU cost of mask_color / PNG / mask messages per frame'),
     'fleet-sim': ('cloudseg_ros.tools.fleet_sim',
                   'robot -> GPU assignment and failover at fleet size'),
 }

@@ -55,7 +55,8 @@ class EngineConfig:
     # every size, and each new size costs a compilation (~20 s) or a graph capture. None = on
     # when compiling or capturing CUDA graphs on CUDA.
     pad_batches: Optional[bool] = None
-    warmup_batches: Tuple[int, ...] = (1,)  # batch sizes warmed up (compiled) at start
+    warmup_batches: Tuple[int, ...] = (1,)  # batch sizes warmed up when pad_batches is on
+    warmup_scales: Tuple[int, ...] = ALL_SCALES  # scales warmed up (those supported)
 
 
 @dataclass
@@ -276,10 +277,11 @@ class SegEngine:
     def _warmup(self) -> None:
         """Each scale and warm-up batch size at warmup_size: lazy init, autotuning, compiling."""
         width, height = self.config.warmup_size
-        for scale in self.supported_scales():
+        for scale in [s for s in self.supported_scales() if s in self.config.warmup_scales]:
             lr = np.zeros((max(1, height // scale), max(1, width // scale), 3), np.uint8)
-            for batch in sorted({padded_size(b, self._pad_batches)
-                                 for b in self.config.warmup_batches}):
+            # Other batch sizes matter only where each one is compiled or captured.
+            batches = self.config.warmup_batches if self._pad_batches else (1,)
+            for batch in sorted({padded_size(b, self._pad_batches) for b in batches}):
                 self.process([EngineInput(lr, scale, (width, height))] * batch)
 
     def _check_input(self, item: EngineInput) -> None:

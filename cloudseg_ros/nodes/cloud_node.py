@@ -106,7 +106,9 @@ class CloudNode(Node):
                 device=device, precision=values['precision'],
                 pyramid_reuse=self.settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'],
                 compile=values['compile'],
-                warmup_size=(values['warmup_width'], values['warmup_height'])))
+                warmup_size=(values['warmup_width'], values['warmup_height']),
+                warmup_batches=tuple(range(1, self.settings.max_batch + 1)),
+                warmup_scales=tuple(values['warmup_scales'])))
                 for device in devices]
         except (CheckpointError, EngineError, ValueError, RuntimeError) as err:
             # Stay up (parameters, introspection) and reject frames with this reason.

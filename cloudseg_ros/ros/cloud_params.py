@@ -43,6 +43,9 @@ PARAMS = (
               16, 8192, read_only=True),
     ParamSpec('warmup_height', 360, 'Height of the warm-up frames, pixels.', 16, 8192,
               read_only=True),
+    ParamSpec('warmup_scales', [1, 2, 3, 4],
+              'Uplink scales warmed up (compiled, captured) at start; others are at their '
+              'first frame.', read_only=True),
     # Resource bounds are read-only: whoever may set parameters must not lift them at run time.
     ParamSpec('max_input_pixels', LIMITS.max_input_pixels,
               'Largest received frame (payload width x height), pixels; larger ones are '

@@ -84,7 +84,8 @@ def cloud_params(args: argparse.Namespace) -> Dict:
     """The cloud node's parameters: robots, device, warm-up at the camera size, extras."""
     params = {'robot_namespaces': robot_namespaces(args.robots) or [''],
               'device': args.device, 'models_dir': args.models,
-              'warmup_width': args.width, 'warmup_height': args.height}
+              'warmup_width': args.width, 'warmup_height': args.height,
+              'warmup_scales': [args.scale]}
     for item in args.cloud_param:
         name, _, value = item.partition('=')
         params[name] = value
