@@ -14,4 +14,4 @@ def test_losing_and_regaining_a_server():
     assert lost['robots_per_gpu_max'] * 4 >= 200
     failover = report['failover_s']
     assert abs(failover['total'] - failover['detect'] - failover['reassign']
-               - failover['next_key_frame']) <= 0.011
+               - failover['hold_down'] - failover['next_key_frame']) <= 0.011
