@@ -181,6 +181,17 @@ class SegEngine:
         """Masks for `batch`, in order; frames of equal (shape, scale, orig_size) run together."""
         for item in batch:
             self._check_input(item)
+        with self._on_device():
+            return self._process_checked(batch)
+
+    def _on_device(self) -> ContextManager:
+        """Make this engine's GPU the current one: streams, events and graph captures use the
+        current device, and a node with one engine per GPU calls each from its own thread."""
+        if self.device.type == 'cuda':
+            return torch.cuda.device(self.device)
+        return contextlib.nullcontext()
+
+    def _process_checked(self, batch: Sequence[EngineInput]) -> List[EngineOutput]:
         groups: Dict[tuple, List[int]] = {}
         for i, item in enumerate(batch):
             key = (item.lr_rgb.shape, int(item.scale), tuple(int(v) for v in item.orig_size))
@@ -232,7 +243,7 @@ class SegEngine:
         """RGB uint8 (scale*h, scale*w, 3) from (h, w, 3): the SR model (or bilinear) alone."""
         self._check_input(EngineInput(lr_rgb, scale, lr_rgb.shape[1::-1]))
         size = (scale * lr_rgb.shape[0], scale * lr_rgb.shape[1])
-        with torch.inference_mode(), self._autocast():
+        with self._on_device(), torch.inference_mode(), self._autocast():
             hr = self._sr(self._upload([lr_rgb]), scale, size)  # (1, 3, sh, sw) in [0, 1]
             hr = hr.float().mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
             return hr[0].permute(1, 2, 0).contiguous().cpu().numpy()  # -> (sh, sw, 3)

@@ -129,6 +129,8 @@ class CloudNode(Node):
         wanted = {}
         for namespace in namespaces:
             name = namespace or self.get_namespace()
+            if name in wanted:  # '' and the node's own namespace written out: one robot
+                continue
             wanted[name] = streams.pop(name, None) or RobotStream(
                 self, namespace, self._receive_group, self._limits, self._key_request_hz)
         self._streams = wanted

@@ -32,7 +32,7 @@ from cloudseg_ros.msg import PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import stamp_to_s
 from cloudseg_ros.tools.demo import DEFAULT_CLIP, REPO, wait_for_cloud
-from cloudseg_ros.tools.processes import NodeProcess
+from cloudseg_ros.tools.processes import NodeProcess, robot_dds_env
 
 NODES = 'cloudseg_ros.nodes.'
 ROBOT = 'cloudseg_ros.tools.fleet_robot'
@@ -67,6 +67,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help='seconds for the cloud to load (compile) and robots to connect')
     parser.add_argument('--out', default=os.path.join(REPO, 'out', 'bench_fleet'),
                         help='folder for node logs')
+    parser.add_argument('--dds-profile', default='default', choices=('default', 'robot'),
+                        help="'robot': every process (cloud, robots, this bench) uses "
+                             'config/fastdds_robot.xml, shared memory with 32 MiB segments, '
+                             'needed for masks of 1 MB and more (2048x1024) on one host')
     parser.add_argument('--json', default='', help='also write the report here')
     args = parser.parse_args(argv)
     try:
@@ -236,6 +240,7 @@ def build_report(args: argparse.Namespace, collector: FleetCollector, window_s: 
         'config': {'robots': args.robots, 'fps': args.fps, 'size': args.size,
                    'scale': args.scale, 'codec': args.codec, 'subscribe': args.outputs,
                    'duration_s': round(window_s, 2), 'device': args.device,
+                   'dds_profile': args.dds_profile,
                    'models': args.models or 'models/', 'cloud_params': args.cloud_param,
                    'cpu_count': os.cpu_count(), **load},
     }
@@ -271,6 +276,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'bench-fleet: {args.robots} robots x {args.fps} fps, {args.size} /{args.scale} '
           f'{args.codec}, subscribed {args.outputs}, {args.duration:.0f} s on {args.device}; '
           f'logs in {args.out}/logs', flush=True)
+    if args.dds_profile == 'robot':
+        os.environ.update(robot_dds_env())  # before rclpy.init; the processes inherit it
     rclpy.init()
     collector = FleetCollector(robot_namespaces(args.robots), args.outputs)
     cloud = NodeProcess(NODES + 'cloud_node', os.path.join(args.out, 'logs'),
