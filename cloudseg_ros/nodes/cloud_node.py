@@ -26,13 +26,13 @@ from cloudseg_ros.core.palette import overlay
 from cloudseg_ros.core.receiver import ReceiveError, ReceiveLimits, check_probe_twin
 from cloudseg_ros.core.selector import FrameKind
 from cloudseg_ros.core.serial_lanes import SerialLanes
-from cloudseg_ros.inference import model_files
-from cloudseg_ros.inference.engine import EngineConfig, EngineError, EngineInput, SegEngine
+from cloudseg_ros.inference.engine import EngineError, EngineInput, SegEngine
 from cloudseg_ros.inference.engine_pool import EnginePool
 from cloudseg_ros.msg import EncodedFrame
 from cloudseg_ros.nets.checkpoint import CheckpointError
 from cloudseg_ros.ros.cloud_outputs import OutputStage, subscribed
-from cloudseg_ros.ros.cloud_params import PARAMS, CloudSettings  # noqa: F401 (PARAMS: tests)
+from cloudseg_ros.ros.cloud_params import (  # noqa: F401 (PARAMS: tests)
+    PARAMS, CloudSettings, engine_configs)
 from cloudseg_ros.ros.clock import SimClockWatch
 from cloudseg_ros.ros.conversions import copy_header
 from cloudseg_ros.ros.frames import arrival_time, cloud_stats_msg, meta_from_msg
@@ -71,10 +71,10 @@ class CloudNode(Node):
         self.settings = self._binder.config
         self._engine_error = ''
         self.guard = CallbackGuard(self.get_logger())
-        devices = [d.strip() for d in values['device'].split(',')]
-        engines = self._load_engines(values, devices)
+        engines = self._load_engines(values)
         # Waiting items are (header, arrival stamp, DecodedFrame), per robot and engine.
-        self._pool = EnginePool(engines, [f'{i}:{d}' for i, d in enumerate(devices)],
+        self._pool = EnginePool(engines, [f'{i}:{e.config.device}' for i, e in
+                                          enumerate(engines)],
                                 self._next_batch_args, self._serve, self.guard.wrap)
         self._limits = ReceiveLimits(values['max_input_pixels'], values['max_output_pixels'],
                                      values['max_payload_bytes'], values['max_frame_rate_hz'])
@@ -95,21 +95,10 @@ class CloudNode(Node):
             f'pyramid reuse {self.settings.pyramid_reuse}; batch <= {self.settings.max_batch} '
             f'within {self.settings.max_batch_wait_ms} ms')
 
-    def _load_engines(self, values, devices) -> list:
+    def _load_engines(self, values) -> list:
         """One engine per device; none (frames rejected with the reason) if one fails."""
-        models_dir = values['models_dir'] or model_files.default_models_dir()
         try:
-            return [SegEngine(EngineConfig(
-                seg_checkpoint=values['seg_model'] or model_files.seg_checkpoint(models_dir),
-                sr_checkpoints=model_files.sr_checkpoints(models_dir, values['sr_variant']),
-                sr_mode='bilinear' if values['sr_variant'] == 'bilinear' else 'model',
-                device=device, precision=values['precision'],
-                pyramid_reuse=self.settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'],
-                compile=values['compile'],
-                warmup_size=(values['warmup_width'], values['warmup_height']),
-                warmup_batches=tuple(range(1, self.settings.max_batch + 1)),
-                warmup_scales=tuple(values['warmup_scales'])))
-                for device in devices]
+            return [SegEngine(config) for config in engine_configs(values, self.settings)]
         except (CheckpointError, EngineError, ValueError, RuntimeError) as err:
             # Stay up (parameters, introspection) and reject frames with this reason.
             self.get_logger().error(f'engine not loaded, frames will be rejected: {err}')

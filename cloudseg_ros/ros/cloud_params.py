@@ -1,10 +1,11 @@
 """The cloud node's parameters: descriptors (units, ranges) and the live-tunable settings."""
 from dataclasses import dataclass
 import re
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from cloudseg_ros.core.receiver import ReceiveLimits
 from cloudseg_ros.inference import model_files
+from cloudseg_ros.inference.engine import EngineConfig
 from cloudseg_ros.ros.params import ParamSpec
 
 LIMITS = ReceiveLimits()  # defaults of the resource bounds
@@ -107,6 +108,22 @@ class CloudSettings:
                              float(values['overlay_alpha']),
                              check_namespaces(values['robot_namespaces'], values['max_robots']),
                              float(values['max_batch_wait_ms']))
+
+
+def engine_configs(values, settings: CloudSettings) -> List[EngineConfig]:
+    """One engine configuration per device listed in `device` (comma-separated)."""
+    models_dir = values['models_dir'] or model_files.default_models_dir()
+    return [EngineConfig(
+        seg_checkpoint=values['seg_model'] or model_files.seg_checkpoint(models_dir),
+        sr_checkpoints=model_files.sr_checkpoints(models_dir, values['sr_variant']),
+        sr_mode='bilinear' if values['sr_variant'] == 'bilinear' else 'model',
+        device=device.strip(), precision=values['precision'],
+        pyramid_reuse=settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'],
+        compile=values['compile'],
+        warmup_size=(values['warmup_width'], values['warmup_height']),
+        warmup_batches=tuple(range(1, settings.max_batch + 1)),
+        warmup_scales=tuple(values['warmup_scales']))
+        for device in values['device'].split(',')]
 
 
 def check_namespaces(names: Sequence[str], max_robots: int) -> Tuple[str, ...]:

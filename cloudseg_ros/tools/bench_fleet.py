@@ -229,6 +229,8 @@ def build_report(args: argparse.Namespace, collector: FleetCollector, window_s: 
         'per_robot_fps': [round(v, 2) for v in fps],
         'per_robot_fps_min': round(min(fps), 2) if fps else None,
         'per_robot_fps_max': round(max(fps), 2) if fps else None,
+        # The fairness figure: how far the slowest robot is below the fastest.
+        'per_robot_fps_spread': round(1.0 - min(fps) / max(fps), 3) if fps and max(fps) else None,
         'latency_ms': percentiles([v for ns in namespaces for v in collector.latencies_ms[ns]]),
         'superseded': sum(s.frames_skipped for s in stats if s is not None),
         'lost': max(0, sent - frames_in),
