@@ -46,6 +46,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='cloudseg bench-fleet', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--robots', type=int, default=4, help='synthetic robots (0 = idle)')
+    parser.add_argument('--idle-robots', type=int, default=0,
+                        help='with --robots 0: robots the idle cloud lists (none sends)')
     parser.add_argument('--fps', type=float, default=15.0, help='frames/s sent by each robot')
     parser.add_argument('--size', default='480x360', help='camera size WxH')
     parser.add_argument('--scale', type=int, default=4, choices=(1, 2, 3, 4))
@@ -86,7 +88,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def cloud_params(args: argparse.Namespace) -> Dict:
     """The cloud node's parameters: robots, device, warm-up at the camera size, extras."""
-    params = {'robot_namespaces': robot_namespaces(args.robots) or [''],
+    listed = robot_namespaces(args.robots or args.idle_robots) or ['']
+    params = {'robot_namespaces': listed,
               'device': args.device, 'models_dir': args.models,
               'warmup_width': args.width, 'warmup_height': args.height,
               'warmup_scales': [args.scale]}
@@ -230,7 +233,8 @@ def build_report(args: argparse.Namespace, collector: FleetCollector, window_s: 
         'per_robot_fps_min': round(min(fps), 2) if fps else None,
         'per_robot_fps_max': round(max(fps), 2) if fps else None,
         # The issue's fairness figure: how far the slowest robot is below the fastest.
-        'per_robot_fps_spread': round(1.0 - min(fps) / max(fps), 3) if fps and max(fps) else None,
+        'per_robot_fps_spread': (round(1.0 - min(fps) / max(fps), 3) if fps and max(fps)
+                                 else None),
         'latency_ms': percentiles([v for ns in namespaces for v in collector.latencies_ms[ns]]),
         'superseded': sum(s.frames_skipped for s in stats if s is not None),
         'lost': max(0, sent - frames_in),
@@ -239,8 +243,8 @@ def build_report(args: argparse.Namespace, collector: FleetCollector, window_s: 
         'received': dict(collector.received),
         'cloud_cpu_percent': round(100.0 * cpu_s / window_s, 1),
         'gpu_util_percent': gpu_util,
-        'config': {'robots': args.robots, 'fps': args.fps, 'size': args.size,
-                   'scale': args.scale, 'codec': args.codec, 'subscribe': args.outputs,
+        'config': {'robots': args.robots, 'idle_robots': args.idle_robots, 'fps': args.fps,
+                   'size': args.size, 'scale': args.scale, 'codec': args.codec, 'subscribe': args.outputs,
                    'duration_s': round(window_s, 2), 'device': args.device,
                    'dds_profile': args.dds_profile,
                    'models': args.models or 'models/', 'cloud_params': args.cloud_param,
