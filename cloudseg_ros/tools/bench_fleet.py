@@ -244,9 +244,9 @@ def build_report(args: argparse.Namespace, collector: FleetCollector, window_s: 
         'cloud_cpu_percent': round(100.0 * cpu_s / window_s, 1),
         'gpu_util_percent': gpu_util,
         'config': {'robots': args.robots, 'idle_robots': args.idle_robots, 'fps': args.fps,
-                   'size': args.size, 'scale': args.scale, 'codec': args.codec, 'subscribe': args.outputs,
-                   'duration_s': round(window_s, 2), 'device': args.device,
-                   'dds_profile': args.dds_profile,
+                   'size': args.size, 'scale': args.scale, 'codec': args.codec,
+                   'subscribe': args.outputs, 'duration_s': round(window_s, 2),
+                   'device': args.device, 'dds_profile': args.dds_profile,
                    'models': args.models or 'models/', 'cloud_params': args.cloud_param,
                    'cpu_count': os.cpu_count(), **load},
     }
