@@ -26,6 +26,12 @@ COMMANDS = {
     'record': ('cloudseg_ros.tools.record', 'record a run to a rosbag2 MCAP file'),
     'report': ('cloudseg_ros.tools.report', 'summary plots of a recorded MCAP file'),
     'view': ('cloudseg_ros.tools.view', 'live Foxglove WebSocket view of robots'),
+    'bench-fleet': ('cloudseg_ros.tools.bench_fleet',
+                    'cloud node serving N synthetic robots over DDS'),
+    'bench-outputs': ('cloudseg_ros.tools.bench_outputs',
+                      'CPU cost of mask_color / PNG / mask messages per frame'),
+    'fleet-sim': ('cloudseg_ros.tools.fleet_sim',
+                  'robot -> GPU assignment and failover at fleet size'),
 }
 
 

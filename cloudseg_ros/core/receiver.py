@@ -11,6 +11,7 @@ check the JPEG header / H.264 SPS against the declared size. Sequence numbers ar
 modulo 2^64, and a new `session_id` (a restarted edge) starts the stream afresh.
 """
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -97,6 +98,15 @@ class DecodedFrame:
     arrival_gap_ms: float    # since the previous frame of this stream
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """A frame that passed `StreamReceiver.admit()`, waiting to be decoded."""
+
+    meta: FrameMeta
+    arrival_s: float
+    gap_ms: float
+
+
 def check_meta(meta: FrameMeta, nbytes: int, limits: ReceiveLimits = ReceiveLimits()) -> None:
     """Raise ReceiveError if the declared figures cannot describe a valid frame within limits."""
     if meta.codec not in CODECS:
@@ -155,6 +165,8 @@ class StreamReceiver:
         self.rejected = 0
         self.lost = 0
         self.bytes_total = 0
+        self.backlog_dropped = 0  # admitted, then dropped before decoding (also in rejected)
+        self._count_lock = threading.Lock()
         self.sessions = 0  # session ids seen change (sender restarts)
         self.seq_jumps = 0  # sequence discontinuities without a session change
 
@@ -164,6 +176,16 @@ class StreamReceiver:
     def receive(self, meta: FrameMeta, data: bytes,
                 arrival_s: Optional[float] = None) -> DecodedFrame:
         """Check and decode one frame; raise ReceiveError (counted) when it is unusable."""
+        admitted = self.admit(meta, data, arrival_s)
+        return self.decode(admitted, data)
+
+    def admit(self, meta: FrameMeta, data: bytes,
+              arrival_s: Optional[float] = None) -> 'Admitted':
+        """Count and check a frame without decoding it (cheap: the receive callback's part).
+
+        Raises ReceiveError (counted) for a frame over the rate or resource limits. `decode()`
+        finishes the job, on another thread if need be, in arrival order per stream.
+        """
         arrival_s = time.monotonic() if arrival_s is None else arrival_s
         gap_ms = 0.0 if self._last_arrival_s is None else (arrival_s - self._last_arrival_s) * 1e3
         self._last_arrival_s = arrival_s
@@ -178,17 +200,41 @@ class StreamReceiver:
                                    ' frames per second from this robot',
                                    want_keyframe=meta.codec == 'h264')
             check_meta(meta, len(data), self.limits)
-            if lost_now and meta.codec == 'h264':
-                # A lost H.264 frame breaks the reference chain: wait for the next IDR.
-                self._decoder = self._new_decoder()
-            start = time.perf_counter()
+        except ReceiveError:
+            self.count_rejected()
+            raise
+        if lost_now and meta.codec == 'h264':
+            # A lost H.264 frame breaks the reference chain: wait for the next IDR.
+            self._decoder = self._new_decoder()
+        return Admitted(meta, arrival_s, gap_ms)
+
+    def decode(self, admitted: 'Admitted', data: bytes) -> DecodedFrame:
+        """Decode an admitted frame (in arrival order per stream); ReceiveError is counted."""
+        meta = admitted.meta
+        start = time.perf_counter()
+        try:
             rgb = self._decode(meta, data)
         except ReceiveError:
-            self.rejected += 1
+            self.count_rejected()
             raise
         return DecodedFrame(meta=meta, rgb=rgb, nbytes=len(data),
                             decode_ms=(time.perf_counter() - start) * 1e3,
-                            arrival_s=arrival_s, arrival_gap_ms=gap_ms)
+                            arrival_s=admitted.arrival_s, arrival_gap_ms=admitted.gap_ms)
+
+    def drop_admitted(self, admitted: 'Admitted', reason: str) -> ReceiveError:
+        """Count an admitted frame dropped undecoded (e.g. a full backlog); return its error.
+
+        An H.264 stream then waits for an IDR (the error asks for one).
+        """
+        self.backlog_dropped += 1
+        self.count_rejected()
+        self._skip_decoding(admitted.meta)
+        return ReceiveError(reason, want_keyframe=admitted.meta.codec == 'h264')
+
+    def count_rejected(self) -> None:
+        """Count one rejected frame (thread-safe: admit and decode may run on two threads)."""
+        with self._count_lock:
+            self.rejected += 1
 
     @property
     def rate_limited(self) -> int:

@@ -10,7 +10,7 @@ import contextlib
 from dataclasses import dataclass, field
 import logging
 import time
-from typing import ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import ContextManager, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -28,7 +28,8 @@ PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
 ALL_SCALES = (1, 2, 3, 4)
 _DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
 # Captured graphs keep their activations alive; bound the number of (batch, shape, scale) keys.
-MAX_CUDA_GRAPHS = 8
+# 16 = batch buckets 1, 2, 4, 8 at four scales of one camera size.
+MAX_CUDA_GRAPHS = 16
 
 
 class EngineError(ValueError):
@@ -50,6 +51,12 @@ class EngineConfig:
     warmup_size: Tuple[int, int] = (480, 360)  # (W, H) of the warm-up frames
     compile: bool = False  # torch.compile the networks (CUDA; first call per shape is slow)
     channels_last: bool = True  # NHWC activations on CUDA (faster cuDNN convs); ignored on CPU
+    # Pad a group to the next power of two (repeating its last frame): a fleet forms batches of
+    # every size, and each new size costs a compilation (~20 s) or a graph capture. None = on
+    # when compiling or capturing CUDA graphs on CUDA.
+    pad_batches: Optional[bool] = None
+    warmup_batches: Tuple[int, ...] = (1,)  # batch sizes warmed up when pad_batches is on
+    warmup_scales: Tuple[int, ...] = ALL_SCALES  # scales warmed up (those supported)
 
 
 @dataclass
@@ -72,6 +79,11 @@ class EngineOutput:
 
     mask: np.ndarray
     timings_ms: Dict[str, float]
+
+
+def padded_size(batch: int, pad: bool) -> int:
+    """The batch size actually run: `batch`, or with `pad` the next power of two."""
+    return 1 << (batch - 1).bit_length() if pad and batch > 1 else batch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,6 +154,8 @@ class SegEngine:
         self.dtype = resolve_precision(config.precision, self.device)
         self._channels_last = config.channels_last and self.device.type == 'cuda'
         self._graphs: Dict[tuple, Optional[_Graphs]] = {}
+        self._pad_batches = config.pad_batches if config.pad_batches is not None else (
+            self.device.type == 'cuda' and (config.compile or config.cuda_graphs))
         if self.device.type == 'cuda':
             # Few distinct shapes per deployment: autotuned conv algorithms pay off quickly.
             torch.backends.cudnn.benchmark = True
@@ -167,6 +181,17 @@ class SegEngine:
         """Masks for `batch`, in order; frames of equal (shape, scale, orig_size) run together."""
         for item in batch:
             self._check_input(item)
+        with self._on_device():
+            return self._process_checked(batch)
+
+    def _on_device(self) -> ContextManager:
+        """Make this engine's GPU the current one: streams, events and graph captures use the
+        current device, and a node with one engine per GPU calls each from its own thread."""
+        if self.device.type == 'cuda':
+            return torch.cuda.device(self.device)
+        return contextlib.nullcontext()
+
+    def _process_checked(self, batch: Sequence[EngineInput]) -> List[EngineOutput]:
         groups: Dict[tuple, List[int]] = {}
         for i, item in enumerate(batch):
             key = (item.lr_rgb.shape, int(item.scale), tuple(int(v) for v in item.orig_size))
@@ -179,6 +204,36 @@ class SegEngine:
                 outputs[i] = EngineOutput(mask, dict(timings))
         return outputs
 
+    def process_isolated(self, batch: Sequence[EngineInput]
+                         ) -> List[Union[EngineOutput, EngineError]]:
+        """Like `process`, but a frame the engine refuses fails alone, as its EngineError.
+
+        A fleet batch holds frames of different robots: one robot's bad frame (a scale without
+        a model, a foreign network failing on its size) must not reject the others. Inputs
+        are checked first; if the batch still fails, each frame is run alone to find which.
+        """
+        results: List[Union[EngineOutput, EngineError, None]] = [None] * len(batch)
+        good = []
+        for i, item in enumerate(batch):
+            try:
+                self._check_input(item)
+                good.append(i)
+            except EngineError as err:
+                results[i] = err
+        try:
+            for i, output in zip(good, self.process([batch[i] for i in good])):
+                results[i] = output
+        except EngineError as err:
+            for i in good:
+                results[i] = err if len(good) == 1 else self._process_alone(batch[i])
+        return results
+
+    def _process_alone(self, item: EngineInput) -> Union[EngineOutput, EngineError]:
+        try:
+            return self.process([item])[0]
+        except EngineError as err:
+            return err
+
     def segment_hr(self, rgb: np.ndarray) -> np.ndarray:
         """Mask uint8 (H, W) of a full-resolution RGB uint8 (H, W, 3) image (no SR)."""
         height, width = rgb.shape[:2]
@@ -188,7 +243,7 @@ class SegEngine:
         """RGB uint8 (scale*h, scale*w, 3) from (h, w, 3): the SR model (or bilinear) alone."""
         self._check_input(EngineInput(lr_rgb, scale, lr_rgb.shape[1::-1]))
         size = (scale * lr_rgb.shape[0], scale * lr_rgb.shape[1])
-        with torch.inference_mode(), self._autocast():
+        with self._on_device(), torch.inference_mode(), self._autocast():
             hr = self._sr(self._upload([lr_rgb]), scale, size)  # (1, 3, sh, sw) in [0, 1]
             hr = hr.float().mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
             return hr[0].permute(1, 2, 0).contiguous().cpu().numpy()  # -> (sh, sw, 3)
@@ -231,11 +286,14 @@ class SegEngine:
         return model
 
     def _warmup(self) -> None:
-        """One frame per scale at warmup_size: lazy init and cuDNN autotuning happen now."""
+        """Each scale and warm-up batch size at warmup_size: lazy init, autotuning, compiling."""
         width, height = self.config.warmup_size
-        for scale in self.supported_scales():
+        for scale in [s for s in self.supported_scales() if s in self.config.warmup_scales]:
             lr = np.zeros((max(1, height // scale), max(1, width // scale), 3), np.uint8)
-            self.process([EngineInput(lr, scale, (width, height))])
+            # Other batch sizes matter only where each one is compiled or captured.
+            batches = self.config.warmup_batches if self._pad_batches else (1,)
+            for batch in sorted({padded_size(b, self._pad_batches) for b in batches}):
+                self.process([EngineInput(lr, scale, (width, height))] * batch)
 
     def _check_input(self, item: EngineInput) -> None:
         """Raise EngineError naming what is wrong with one input."""
@@ -298,10 +356,12 @@ class SegEngine:
         """One batch of equal-shape frames: upload, SR, seg, download; masks (B, H, W)."""
         start = time.perf_counter()
         clock = _Clock(self.device)
+        count = len(images)
+        images = list(images) + [images[-1]] * (padded_size(count, self._pad_batches) - count)
         with torch.inference_mode(), self._autocast():
             lr = self._upload(images)
             mask = self._run_device(lr, scale, size, clock)
-            masks = mask.cpu().numpy()  # waits for the device
+            masks = mask[:count].cpu().numpy()  # waits for the device
         sr_ms, seg_ms = clock.intervals_ms()
         return masks, {'sr': sr_ms, 'seg': seg_ms, 'total': (time.perf_counter() - start) * 1e3}
 

@@ -3,10 +3,15 @@
 Per robot namespace NS it subscribes `NS/frames` (cloudseg_ros/EncodedFrame) and publishes
 `NS/mask` (mono8 class ids at the original resolution), `NS/mask_color` (rgb8 overlay for
 rviz), `NS/mask/compressed` (PNG, for the downlink), `NS/cloud_stats` and `NS/keyframe_request`.
-Every output keeps the frame's acquisition stamp. Receiving runs in one callback group and the
-network in another, under a MultiThreadedExecutor, so parameters and decoding stay responsive.
-Timers and rate limits run on the steady clock, so `use_sim_time` without `/clock` only costs
-the stamps (and a warning), never the masks.
+Every output keeps the frame's acquisition stamp, and is built only when it has a subscriber.
+
+Threads (docs/FLEET.md): the executor only takes messages, checks and counts them
+(`StreamReceiver.admit`) and answers parameters; `decode_threads` decode each robot's frames in
+order (`core/serial_lanes.py`); one inference thread per engine (`device` may list several,
+robots spread over them: `inference/engine_pool.py`) sleeps on a condition variable until a
+frame waits, then forms a batch across robots with a deadline, fairly (`inference/
+fleet_queue.py`); `output_threads` build overlays and PNGs (`ros/cloud_outputs.py`). Robots
+join and leave when `robot_namespaces` is set. Timers and rate limits run on the steady clock.
 """
 import time
 
@@ -15,26 +20,28 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Empty
 
-from cloudseg_ros.core.frame_slots import LatestSlots
 from cloudseg_ros.core.imageops import upsample_bilinear
-from cloudseg_ros.core.mask_codec import PNG_MONO8_FORMAT, encode_mask_png
 from cloudseg_ros.core.metrics import confusion_matrix, mean_iou
 from cloudseg_ros.core.palette import overlay
 from cloudseg_ros.core.receiver import ReceiveError, ReceiveLimits, check_probe_twin
 from cloudseg_ros.core.selector import FrameKind
-from cloudseg_ros.inference import model_files
-from cloudseg_ros.inference.engine import EngineConfig, EngineError, EngineInput, SegEngine
+from cloudseg_ros.core.serial_lanes import SerialLanes
+from cloudseg_ros.inference.engine import EngineError, EngineInput, SegEngine
+from cloudseg_ros.inference.engine_pool import EnginePool
 from cloudseg_ros.msg import EncodedFrame
 from cloudseg_ros.nets.checkpoint import CheckpointError
-from cloudseg_ros.ros.cloud_params import PARAMS, CloudSettings  # noqa: F401 (PARAMS: tests)
-from cloudseg_ros.ros.clock import SimClockWatch, steady_clock
-from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, mask_to_image_msg,
-                                          rgb_to_image_msg)
+from cloudseg_ros.ros.cloud_outputs import OutputStage, subscribed
+from cloudseg_ros.ros.cloud_params import (  # noqa: F401 (PARAMS: tests)
+    PARAMS, CloudSettings, engine_configs)
+from cloudseg_ros.ros.clock import SimClockWatch
+from cloudseg_ros.ros.conversions import copy_header
 from cloudseg_ros.ros.frames import arrival_time, cloud_stats_msg, meta_from_msg
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, declare_params
 from cloudseg_ros.ros.robot_stream import RobotStream
+
+OUTPUT_BACKLOG = 16  # frames whose overlay / PNG may wait for an output thread
 
 
 def _stamp_ns(header) -> int:
@@ -55,7 +62,7 @@ def _twin_size(mask, twin) -> tuple:
 
 
 class CloudNode(Node):
-    """Serves SR + segmentation to one or more robots."""
+    """Serves SR + segmentation to a fleet of robots."""
 
     def __init__(self) -> None:
         super().__init__('cloud')
@@ -63,67 +70,105 @@ class CloudNode(Node):
         self._binder = ParamBinder(self, PARAMS, values, CloudSettings.from_values, self._apply)
         self.settings = self._binder.config
         self._engine_error = ''
-        self.engine = self._load_engine(values)
-        self._frames = LatestSlots()   # stream -> (header, DecodedFrame)
-        self._probes = LatestSlots()
         self.guard = CallbackGuard(self.get_logger())
-        limits = ReceiveLimits(values['max_input_pixels'], values['max_output_pixels'],
-                               values['max_payload_bytes'], values['max_frame_rate_hz'])
+        engines = self._load_engines(values)
+        # Waiting items are (header, arrival stamp, DecodedFrame), per robot and engine.
+        self._pool = EnginePool(engines, [f'{i}:{e.config.device}' for i, e in
+                                          enumerate(engines)],
+                                self._next_batch_args, self._serve, self.guard.wrap)
+        self._limits = ReceiveLimits(values['max_input_pixels'], values['max_output_pixels'],
+                                     values['max_payload_bytes'], values['max_frame_rate_hz'])
+        self._key_request_hz = values['max_keyframe_request_hz']
         self._max_batch_pixels = values['max_batch_pixels']
-        receive_group = MutuallyExclusiveCallbackGroup()
+        self._receive_group = MutuallyExclusiveCallbackGroup()
+        self._decoders = SerialLanes(values['decode_threads'], values['max_decode_backlog'],
+                                     'decode')
+        self._outputs = OutputStage(values['output_threads'], OUTPUT_BACKLOG, self.guard.wrap)
         self._streams = {}
-        for namespace in values['robot_namespaces']:
-            stream = RobotStream(self, namespace, receive_group, limits,
-                                 values['max_keyframe_request_hz'])
-            self._streams[stream.name] = stream
-        self.create_timer(0.002, self.guard.wrap('inference', self._on_work),
-                          callback_group=MutuallyExclusiveCallbackGroup(), clock=steady_clock())
-        self._sim_clock_watch = SimClockWatch(self, callback_group=receive_group)
+        self._set_robots(self.settings.robot_namespaces)
+        self._pool.start()
+        self._sim_clock_watch = SimClockWatch(self, callback_group=self._receive_group)
+        scales = engines[0].supported_scales() if engines else '-'
         self.get_logger().info(
-            f"cloud: serving {', '.join(self._streams)}; SR '{values['sr_variant']}' "
-            f"for scales {self.engine.supported_scales() if self.engine else '-'}; "
-            f'pyramid reuse {self.settings.pyramid_reuse}; batch <= {self.settings.max_batch}')
+            f"cloud: serving {', '.join(self._streams)}; {len(engines)} engine(s) on "
+            f"{values['device']}; SR '{values['sr_variant']}' for scales {scales}; "
+            f'pyramid reuse {self.settings.pyramid_reuse}; batch <= {self.settings.max_batch} '
+            f'within {self.settings.max_batch_wait_ms} ms')
 
-    def _load_engine(self, values):
-        models_dir = values['models_dir'] or model_files.default_models_dir()
+    def _load_engines(self, values) -> list:
+        """One engine per device; none (frames rejected with the reason) if one fails."""
         try:
-            config = EngineConfig(
-                seg_checkpoint=values['seg_model'] or model_files.seg_checkpoint(models_dir),
-                sr_checkpoints=model_files.sr_checkpoints(models_dir, values['sr_variant']),
-                sr_mode='bilinear' if values['sr_variant'] == 'bilinear' else 'model',
-                device=values['device'], precision=values['precision'],
-                pyramid_reuse=self.settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'],
-                compile=values['compile'],
-                warmup_size=(values['warmup_width'], values['warmup_height']))
-            return SegEngine(config)
-        except (CheckpointError, EngineError, ValueError) as err:
+            return [SegEngine(config) for config in engine_configs(values, self.settings)]
+        except (CheckpointError, EngineError, ValueError, RuntimeError) as err:
             # Stay up (parameters, introspection) and reject frames with this reason.
             self.get_logger().error(f'engine not loaded, frames will be rejected: {err}')
             self._engine_error = str(err)
-            return None
+            return []
 
     def _apply(self, settings: CloudSettings) -> None:
+        if settings.robot_namespaces != self.settings.robot_namespaces:
+            self._set_robots(settings.robot_namespaces)
         self.settings = settings
-        if self.engine is not None:
-            self.engine.config.pyramid_reuse = settings.pyramid_reuse
+        for worker in self._pool.workers:
+            worker.engine.config.pyramid_reuse = settings.pyramid_reuse
+
+    def _set_robots(self, namespaces) -> None:
+        """Robots join and leave: streams are created and destroyed to match `namespaces`."""
+        streams = dict(self._streams)  # copy on write: other threads read self._streams
+        wanted = {}
+        for namespace in namespaces:
+            name = namespace or self.get_namespace()
+            if name in wanted:  # '' and the node's own namespace written out: one robot
+                continue
+            wanted[name] = streams.pop(name, None) or RobotStream(
+                self, namespace, self._receive_group, self._limits, self._key_request_hz)
+        self._streams = wanted
+        if self._pool.workers:
+            engines = self._pool.set_robots(list(wanted))
+            if len(self._pool.workers) > 1:
+                self.get_logger().info('robots per engine: ' + ', '.join(
+                    f'{robot} -> {engine}' for robot, engine in sorted(engines.items())))
+        for name, stream in streams.items():  # the robots that left
+            stream.destroy(self)
+            self.get_logger().info(f'{name}: robot left')
 
     def on_frame(self, stream: RobotStream, msg: EncodedFrame, info=None) -> None:
-        """Receive callback: decode now (H.264 needs every frame), infer later."""
+        """Receive callback: count and check now, decode on the robot's lane, infer later."""
         arrival = arrival_time(self.get_clock(), info)  # the middleware's, not this callback's
         try:
-            frame = stream.receiver.receive(meta_from_msg(msg), msg.data)
+            admitted = stream.receiver.admit(meta_from_msg(msg), msg.data)
+        except ReceiveError as err:
+            self._reject(stream, str(err), err.want_keyframe)
+            return
+        job = self.guard.wrap(f'{stream.name}: decode',
+                              lambda: self._decode(stream, msg, admitted, arrival),
+                              on_error=stream.receiver.count_rejected)
+        if not self._decoders.submit(stream.name, job):
+            err = stream.receiver.drop_admitted(admitted, 'decoding backlog full '
+                                                '(max_decode_backlog): frame dropped')
+            self._reject(stream, str(err), err.want_keyframe)
+
+    def _decode(self, stream: RobotStream, msg: EncodedFrame, admitted, arrival) -> None:
+        """On the robot's decoding lane: decode, report the arrival, queue for inference."""
+        try:
+            frame = stream.receiver.decode(admitted, msg.data)
         except ReceiveError as err:
             self._reject(stream, str(err), err.want_keyframe)
             return
         item = (msg.header, arrival.to_msg(), frame)
-        stream.stats_pub.publish(cloud_stats_msg(
-            msg.header, item[1], frame, stream.receiver, self._frames.superseded.get(
-                stream.name, 0), {}, 0, arrival.nanoseconds * 1e-9, stage='cloud_rx'))
+        if subscribed(stream.stats_pub):
+            stream.stats_pub.publish(cloud_stats_msg(
+                msg.header, item[1], frame, stream.receiver,
+                self._pool.superseded(stream.name), {}, 0,
+                arrival.nanoseconds * 1e-9, stage='cloud_rx'))
         if msg.kind == FrameKind.PROBE:
-            self._probes.put(stream.name, item)
-            return
-        stream.remember(stream.recent_frames, _stamp_ns(msg.header), frame)
-        self._frames.put(stream.name, item)
+            queued = self._pool.put_probe(stream.name, item)
+        else:
+            stream.remember(stream.recent_frames, _stamp_ns(msg.header), frame)
+            queued = self._pool.put_frame(stream.name, item)
+        if not queued:  # no engine (or the robot just left)
+            stream.receiver.count_rejected()
+            self._reject(stream, self._engine_error or 'robot no longer served')
 
     def _reject(self, stream: RobotStream, reason: str, want_keyframe: bool = False) -> None:
         self.get_logger().error(f'{stream.name}: frame rejected: {reason}',
@@ -131,81 +176,90 @@ class CloudNode(Node):
         if want_keyframe and stream.key_requests.allow(time.monotonic()):
             stream.key_pub.publish(Empty())
 
-    def _on_work(self) -> None:
-        batch = self._frames.take(self.settings.max_batch, _output_pixels,
-                                  self._max_batch_pixels)
+    def _next_batch_args(self, robots: int) -> tuple:
+        """(max_items, max_wait_s, cost, budget) of the next batch of an engine's robots."""
+        settings = self.settings
+        return (min(settings.max_batch, max(1, robots)), settings.max_batch_wait_ms * 1e-3,
+                _output_pixels, self._max_batch_pixels)
+
+    def _serve(self, worker, batch, probes) -> None:
+        """On an engine's thread: segment a batch of its robots' frames, then their probes."""
+        streams = self._streams
+        batch = [(streams[name], item) for name, item in batch if name in streams]
         if batch:
-            self._segment_batch(batch)
-        for name, item in self._probes.take(len(self._streams)):
-            self._check_probe(self._streams[name], item)
+            self._segment_batch(worker.engine, batch)
+        for name, item in probes:
+            if name in streams:
+                self._check_probe(worker.engine, streams[name], item)
 
-    def _segment_batch(self, batch) -> None:
-        if self.engine is None:
-            for name, _ in batch:
-                self._streams[name].receiver.rejected += 1
-                self._reject(self._streams[name], self._engine_error)
-            return
-        inputs = [EngineInput(f.rgb, f.meta.scale, (f.meta.orig_width, f.meta.orig_height))
-                  for _, (_, _, f) in batch]
-        try:
-            outputs = self.engine.process(inputs)
-        except EngineError as err:
-            for name, _ in batch:
-                self._streams[name].receiver.rejected += 1
-                self._reject(self._streams[name], str(err))
-            return
-        for (name, item), output in zip(batch, outputs):
-            self._publish(self._streams[name], item, output, len(batch))
+    def _segment_batch(self, engine, batch) -> None:
+        """One engine call for frames of several robots; a refused frame fails alone."""
+        results = engine.process_isolated([
+            EngineInput(f.rgb, f.meta.scale, (f.meta.orig_width, f.meta.orig_height))
+            for _, (_, _, f) in batch])
+        for (stream, item), result in zip(batch, results):
+            if isinstance(result, EngineError):
+                stream.receiver.count_rejected()
+                self._reject(stream, str(result))
+            else:
+                self._publish(engine, stream, item, result, len(batch))
 
-    def _publish(self, stream: RobotStream, item, output, batch_size: int) -> None:
+    def _publish(self, engine, stream: RobotStream, item, output, batch_size: int) -> None:
         header, arrival_stamp, frame = item
-        mask = output.mask
-        stream.remember(stream.recent_masks, _stamp_ns(header), mask)
-        out_header = copy_header(header)
-        stream.mask_pub.publish(mask_to_image_msg(mask, out_header))
-        if self.settings.publish_color:
-            background = upsample_bilinear(frame.rgb, (mask.shape[1], mask.shape[0]))
-            color = overlay(background, mask, self.engine.colors, self.settings.overlay_alpha,
-                            self.engine.ignore_index)
-            stream.color_pub.publish(rgb_to_image_msg(color, out_header))
-        if self.settings.publish_compressed:
-            stream.png_pub.publish(compressed_msg(out_header, PNG_MONO8_FORMAT,
-                                                  encode_mask_png(mask)))
-        now_s = self.get_clock().now().nanoseconds * 1e-9
-        stream.stats_pub.publish(cloud_stats_msg(
-            header, arrival_stamp, frame, stream.receiver,
-            self._frames.superseded.get(stream.name, 0), output.timings_ms, batch_size, now_s))
+        stream.remember(stream.recent_masks, _stamp_ns(header), output.mask)
+        colorize = self._colorizer(engine, frame) if self.settings.publish_color else None
+        self._outputs.publish(stream, copy_header(header), output.mask, colorize,
+                              self.settings.publish_compressed)
+        if subscribed(stream.stats_pub):
+            now_s = self.get_clock().now().nanoseconds * 1e-9
+            stream.stats_pub.publish(cloud_stats_msg(
+                header, arrival_stamp, frame, stream.receiver,
+                self._pool.superseded(stream.name), output.timings_ms, batch_size, now_s))
 
-    def _check_probe(self, stream: RobotStream, item) -> None:
+    def _colorizer(self, engine, frame):
+        """mask -> overlay on the received frame (run on an output thread, if subscribed)."""
+        colors, ignore = engine.colors, engine.ignore_index
+        alpha = self.settings.overlay_alpha
+        return lambda mask: overlay(upsample_bilinear(frame.rgb, (mask.shape[1], mask.shape[0])),
+                                    mask, colors, alpha, ignore)
+
+    def _check_probe(self, engine, stream: RobotStream, item) -> None:
         """Accuracy watchdog: the pipeline's mask vs the full-resolution mask of one image."""
         header, arrival_stamp, frame = item
         stamp_ns = _stamp_ns(header)
         pipeline_mask = stream.recent_masks.get(stamp_ns)
         twin = stream.recent_frames.get(stamp_ns)
-        if self.engine is None or (pipeline_mask is None and twin is None):
+        if pipeline_mask is None and twin is None:
             self.get_logger().warn(f'{stream.name}: probe skipped: its low-resolution twin was '
                                    'lost or rejected', throttle_duration_sec=10.0)
             return
         try:
             check_probe_twin(frame.meta, _twin_size(pipeline_mask, twin))
             if pipeline_mask is None:  # the twin was superseded before inference: run it now
-                pipeline_mask = self.engine.process([EngineInput(
+                pipeline_mask = engine.process([EngineInput(
                     twin.rgb, twin.meta.scale, (frame.meta.width, frame.meta.height))])[0].mask
-            hr_mask = self.engine.segment_hr(frame.rgb)
+            hr_mask = engine.segment_hr(frame.rgb)
         except (EngineError, ReceiveError) as err:
-            stream.receiver.rejected += 1
+            stream.receiver.count_rejected()
             self._reject(stream, f'probe: {err}')
             return
-        cm = confusion_matrix(pipeline_mask, hr_mask, self.engine.num_classes, ignore_index=None)
+        cm = confusion_matrix(pipeline_mask, hr_mask, engine.num_classes, ignore_index=None)
         now_s = self.get_clock().now().nanoseconds * 1e-9
         stream.stats_pub.publish(cloud_stats_msg(
-            header, arrival_stamp, frame, stream.receiver,
-            self._frames.superseded.get(stream.name, 0), {}, 1, now_s, agreement=mean_iou(cm)))
+            header, arrival_stamp, frame, stream.receiver, self._pool.superseded(stream.name),
+            {}, 1, now_s, agreement=mean_iou(cm)))
+
+    def destroy_node(self) -> None:
+        """Stop the inference, decoding and output threads, then the node."""
+        self._pool.stop()
+        self._decoders.shutdown()
+        self._outputs.shutdown()
+        super().destroy_node()
 
 
 def main(args=None) -> None:
-    """Run the cloud node on a multi-threaded executor until shut down."""
-    run_node(CloudNode, args, executor=lambda: MultiThreadedExecutor(num_threads=3))
+    """Run the cloud node: short receive callbacks and parameter services on the executor."""
+    run_node(CloudNode, args, executor=lambda: MultiThreadedExecutor(num_threads=2))
 
 
 if __name__ == '__main__':

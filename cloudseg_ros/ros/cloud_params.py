@@ -1,16 +1,26 @@
 """The cloud node's parameters: descriptors (units, ranges) and the live-tunable settings."""
 from dataclasses import dataclass
+import re
+from typing import List, Sequence, Tuple
 
 from cloudseg_ros.core.receiver import ReceiveLimits
 from cloudseg_ros.inference import model_files
+from cloudseg_ros.inference.engine import EngineConfig
 from cloudseg_ros.ros.params import ParamSpec
 
 LIMITS = ReceiveLimits()  # defaults of the resource bounds
 KEYFRAME_REQUEST_PERIOD_S = 0.5  # do not flood the uplink with requests
 MAX_BATCH_PIXELS = 8 * 1920 * 1080  # a full batch of 1080p frames
+MAX_ROBOTS = 256
+# A ROS namespace: optional leading '/', then name tokens (letter or '_' first) joined by '/'.
+_NAMESPACE = re.compile(r'/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*')
 PARAMS = (
-    ParamSpec('robot_namespaces', [''], "Namespaces of the robots served ('' = this node's).",
-              read_only=True),
+    ParamSpec('robot_namespaces', [''],
+              "Namespaces of the robots served ('' = this node's); live: robots join and leave "
+              'when it is set.'),
+    ParamSpec('max_robots', MAX_ROBOTS,
+              'Most robots robot_namespaces may list (bounds subscriptions and memory).',
+              1, 4096, read_only=True),
     ParamSpec('models_dir', '', "Folder of the weights ('' = the package's models/).",
               read_only=True),
     ParamSpec('seg_model', '',
@@ -19,7 +29,9 @@ PARAMS = (
               read_only=True),
     ParamSpec('sr_variant', 'aware', 'Super-resolution weights.',
               choices=model_files.SR_VARIANTS, read_only=True),
-    ParamSpec('device', 'auto', "Torch device: 'auto' (CUDA if present), 'cpu', 'cuda:N'.",
+    ParamSpec('device', 'auto',
+              "Torch device: 'auto' (CUDA if present), 'cpu', 'cuda:N'; or a comma-separated "
+              "list ('cuda:0,cuda:1'): one engine per device, robots spread over them.",
               read_only=True),
     ParamSpec('precision', 'auto', 'auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.',
               choices=('auto', 'bf16', 'fp16', 'fp32'), read_only=True),
@@ -32,6 +44,9 @@ PARAMS = (
               16, 8192, read_only=True),
     ParamSpec('warmup_height', 360, 'Height of the warm-up frames, pixels.', 16, 8192,
               read_only=True),
+    ParamSpec('warmup_scales', [1, 2, 3, 4],
+              'Uplink scales warmed up (compiled, captured) at start; others are at their '
+              'first frame.', read_only=True),
     # Resource bounds are read-only: whoever may set parameters must not lift them at run time.
     ParamSpec('max_input_pixels', LIMITS.max_input_pixels,
               'Largest received frame (payload width x height), pixels; larger ones are '
@@ -55,6 +70,17 @@ PARAMS = (
     ParamSpec('pyramid_reuse', True,
               "Feed the received LR frame to ICNet's low-resolution branch (paper 3.2)."),
     ParamSpec('max_batch', 8, 'Most frames (of different robots) segmented together.', 1, 64),
+    ParamSpec('max_batch_wait_ms', 5.0,
+              'Longest wait, ms, after a frame arrives for other robots\' frames to batch with '
+              'it (0 = segment what is waiting at once).', 0.0, 1000.0),
+    ParamSpec('decode_threads', 2, 'Threads decoding received frames (each robot in order).',
+              1, 64, read_only=True),
+    ParamSpec('max_decode_backlog', 4,
+              'Frames per robot waiting for a decoding thread; more are dropped and counted.',
+              1, 64, read_only=True),
+    ParamSpec('output_threads', 2,
+              'Threads building mask_color and mask/compressed (only when subscribed).', 1, 64,
+              read_only=True),
     ParamSpec('publish_color', True, 'Publish mask_color (rgb8 overlay for rviz).'),
     ParamSpec('publish_compressed', True, 'Publish mask/compressed (PNG) for the downlink.'),
     ParamSpec('overlay_alpha', 0.5, 'Opacity of the class colours in mask_color (0..1).',
@@ -71,10 +97,51 @@ class CloudSettings:
     publish_color: bool
     publish_compressed: bool
     overlay_alpha: float
+    robot_namespaces: Tuple[str, ...] = ('',)
+    max_batch_wait_ms: float = 5.0
 
     @staticmethod
     def from_values(values) -> 'CloudSettings':
-        """Build from {parameter: value}."""
+        """Build from {parameter: value}; ValueError names a bad robot namespace list."""
         return CloudSettings(bool(values['pyramid_reuse']), int(values['max_batch']),
                              bool(values['publish_color']), bool(values['publish_compressed']),
-                             float(values['overlay_alpha']))
+                             float(values['overlay_alpha']),
+                             check_namespaces(values['robot_namespaces'], values['max_robots']),
+                             float(values['max_batch_wait_ms']))
+
+
+def engine_configs(values, settings: CloudSettings) -> List[EngineConfig]:
+    """One engine configuration per device listed in `device` (comma-separated)."""
+    models_dir = values['models_dir'] or model_files.default_models_dir()
+    return [EngineConfig(
+        seg_checkpoint=values['seg_model'] or model_files.seg_checkpoint(models_dir),
+        sr_checkpoints=model_files.sr_checkpoints(models_dir, values['sr_variant']),
+        sr_mode='bilinear' if values['sr_variant'] == 'bilinear' else 'model',
+        device=device.strip(), precision=values['precision'],
+        pyramid_reuse=settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'],
+        compile=values['compile'],
+        warmup_size=(values['warmup_width'], values['warmup_height']),
+        warmup_batches=tuple(range(1, settings.max_batch + 1)),
+        warmup_scales=tuple(values['warmup_scales']))
+        for device in values['device'].split(',')]
+
+
+def check_namespaces(names: Sequence[str], max_robots: int) -> Tuple[str, ...]:
+    """Return the robot namespaces as a tuple; ValueError if one is malformed or repeated.
+
+    '' is the node's own namespace; a trailing '/' is tolerated and dropped.
+    """
+    if isinstance(names, str):
+        raise ValueError('robot_namespaces must be a list of strings')
+    if len(names) > max_robots:
+        raise ValueError(f'robot_namespaces lists {len(names)} robots, more than '
+                         f'max_robots={max_robots}')
+    cleaned = []
+    for name in names:
+        name = name if name in ('', '/') else name.rstrip('/')
+        if name not in ('', '/') and not _NAMESPACE.fullmatch(name):
+            raise ValueError(f'robot namespace {name[:80]!r} is not a valid ROS namespace')
+        if name in cleaned:
+            raise ValueError(f'robot namespace {name!r} is listed twice')
+        cleaned.append(name)
+    return tuple(cleaned)

@@ -1,4 +1,8 @@
-"""Per-robot state of the cloud node: receiver, publishers, rate limit, recent masks."""
+"""Per-robot state of the cloud node: receiver, publishers, rate limit, recent masks.
+
+A stream is created when its robot joins (`robot_namespaces`, live) and destroyed when it
+leaves; `destroy()` removes its subscription and publishers from the node.
+"""
 from collections import OrderedDict
 
 from rclpy.node import Node
@@ -38,7 +42,13 @@ class RobotStream:
             qos.ENCODED_STREAM, callback_group=group)
 
     def _count_rejected(self) -> None:
-        self.receiver.rejected += 1
+        self.receiver.count_rejected()
+
+    def destroy(self, node: Node) -> None:
+        """Remove this robot's subscription and publishers from the node (it left)."""
+        node.destroy_subscription(self.sub)
+        for pub in (self.mask_pub, self.color_pub, self.png_pub, self.stats_pub, self.key_pub):
+            node.destroy_publisher(pub)
 
     def remember(self, table: OrderedDict, stamp_ns: int, item) -> None:
         """Keep a recent frame or mask (bounded) to pair probes with their LR twin."""

@@ -113,3 +113,47 @@ def test_bad_configuration_is_reported(checkpoints, tmp_path):
         make_engine(checkpoints, sr_mode='bicubic')
     with pytest.raises(EngineError, match='fp16 needs CUDA'):
         make_engine(checkpoints, precision='fp16')
+
+
+def test_process_isolated_fails_only_the_bad_frame(checkpoints):
+    """One robot's frame at a scale without a model must not reject the others' frames."""
+    engine = make_engine(checkpoints)
+    good = [EngineInput(frame(24, 32, seed), 4, (128, 96)) for seed in (1, 2)]
+    bad = EngineInput(frame(32, 42, 3), 3, (128, 96))  # no x3 model here
+    results = engine.process_isolated([good[0], bad, good[1]])
+    assert isinstance(results[1], EngineError) and 'x3' in str(results[1])
+    alone = engine.process(good)
+    for result, expected in zip((results[0], results[2]), alone):
+        assert np.array_equal(result.mask, expected.mask)
+
+
+def test_process_isolated_finds_a_frame_that_fails_inside_the_batch(checkpoints, monkeypatch):
+    """A frame that passes the input checks but fails in the network fails alone."""
+    engine = make_engine(checkpoints)
+    real = engine.process
+
+    def fails_with_poison(batch):
+        if any(item.lr_rgb[0, 0, 0] == 7 for item in batch):
+            raise EngineError('poisoned')
+        return real(batch)
+
+    monkeypatch.setattr(engine, 'process', fails_with_poison)
+    poison = frame(24, 32, 4)
+    poison[0, 0, 0] = 7
+    clean = frame(24, 32, 5)
+    clean[0, 0, 0] = 0
+    results = engine.process_isolated([EngineInput(poison, 4, (128, 96)),
+                                       EngineInput(clean, 4, (128, 96))])
+    assert isinstance(results[0], EngineError)
+    check_mask(results[1].mask, 128, 96)
+
+
+def test_padded_batches_give_the_same_masks(checkpoints):
+    """A batch of 3 runs as 4 (the last frame repeated) and returns 3 identical masks."""
+    padded = make_engine(checkpoints, pad_batches=True)
+    plain = make_engine(checkpoints, pad_batches=False)
+    batch = [EngineInput(frame(24, 32, seed), 4, (128, 96)) for seed in (1, 2, 3)]
+    got, expected = padded.process(batch), plain.process(batch)
+    assert len(got) == 3
+    for a, b in zip(got, expected):
+        assert np.array_equal(a.mask, b.mask)

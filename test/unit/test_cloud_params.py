@@ -1,0 +1,21 @@
+"""The cloud's robot list: validated before robots join or leave."""
+import pytest
+
+from cloudseg_ros.ros.cloud_params import check_namespaces
+
+
+def test_valid_lists_are_normalised():
+    assert check_namespaces(['', '/robot1', 'robot_2/', '/fleet/r3'], 8) == (
+        '', '/robot1', 'robot_2', '/fleet/r3')
+
+
+@pytest.mark.parametrize('names, reason', [
+    (['/robot1', '/robot1/'], 'twice'),
+    (['/1robot'], 'not a valid'),
+    (['/robot 1'], 'not a valid'),
+    (['/a//b'], 'not a valid'),
+    (['/r%d' % i for i in range(5)], 'max_robots'),
+])
+def test_bad_lists_are_refused_with_a_reason(names, reason):
+    with pytest.raises(ValueError, match=reason):
+        check_namespaces(names, 4)
