@@ -61,6 +61,15 @@ robust_seg_stage() {  # held-out drive run (model selection, report), then the s
   cp "$WORK/seg/last.pt" "$OUT/seg_icnet.pt"
 }
 
+aware_sr() {  # $1: scale, $2: base SR checkpoint, $3: seg checkpoint, $4: budget s -> $ship
+  local s=$1
+  cli finetune-sr --out "$WORK/sr_x${s}_aware" --set data="$DATA" --set scale="$s" \
+    --set sr_checkpoint="$2" --set seg_checkpoint="$3" \
+    --set time_budget_s="$4" --set eval_every=1000 --set log_every=100 \
+    --set lr_cache_dir="$WORK/lr_cache" 2>&1 | tee "$logs/ft_x$s.log" | grep "done at\|blend"
+  cp "$WORK/sr_x${s}_aware/last.pt" "$ship/sr_carnm_x${s}_aware.pt"
+}
+
 robust_sr_stage() {  # codec-aware base SR, then aware fine-tuning against $SEG_CKPT, x2 x3 x4
   local sr_budget=${SR_BUDGET:-55} ft_budget=${FT_BUDGET:-45} seg=${SEG_CKPT:?SEG_CKPT}
   robust_logs
@@ -69,11 +78,7 @@ robust_sr_stage() {  # codec-aware base SR, then aware fine-tuning against $SEG_
       --set time_budget_s="$sr_budget" --set eval_every=1000 --set log_every=200 \
       --set lr_cache_dir="$WORK/lr_cache" 2>&1 | tee "$logs/sr_x$s.log" | grep "done at"
     cp "$WORK/sr_x$s/last.pt" "$ship/sr_carnm_x$s.pt"
-    cli finetune-sr --out "$WORK/sr_x${s}_aware" --set data="$DATA" --set scale="$s" \
-      --set sr_checkpoint="$WORK/sr_x$s/last.pt" --set seg_checkpoint="$seg" \
-      --set time_budget_s="$ft_budget" --set eval_every=1000 --set log_every=100 \
-      --set lr_cache_dir="$WORK/lr_cache" 2>&1 | tee "$logs/ft_x$s.log" | grep "done at\|blend"
-    cp "$WORK/sr_x${s}_aware/last.pt" "$ship/sr_carnm_x${s}_aware.pt"
+    aware_sr "$s" "$WORK/sr_x$s/last.pt" "$seg" "$ft_budget"
   done
 }
 
@@ -97,11 +102,7 @@ unlabeled_ship_stage() {  # all drives + unlabeled frames, then aware SR x2/x3/x
     ${SEG_SET:-} 2>&1 | tee "$logs/seg_unlabeled.log" | grep "eval\|unlabeled"
   cp "$WORK/seg/last.pt" "$ship/seg_icnet.pt"
   for s in 2 3 4; do
-    cli finetune-sr --out "$WORK/sr_x${s}_aware" --set data="$DATA" --set scale="$s" \
-      --set sr_checkpoint="models/sr_carnm_x$s.pt" --set seg_checkpoint="$ship/seg_icnet.pt" \
-      --set time_budget_s="$ft_budget" --set eval_every=1000 --set log_every=100 \
-      --set lr_cache_dir="$WORK/lr_cache" 2>&1 | tee "$logs/ft_x$s.log" | grep "done at\|blend"
-    cp "$WORK/sr_x${s}_aware/last.pt" "$ship/sr_carnm_x${s}_aware.pt"
+    aware_sr "$s" "models/sr_carnm_x$s.pt" "$ship/seg_icnet.pt" "$ft_budget"
   done
 }
 
