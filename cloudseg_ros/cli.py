@@ -23,6 +23,7 @@ COMMANDS = {
     'make-clip': ('cloudseg_ros.tools.make_clip', 'build the bundled demo clip from CamVid'),
     'fuzz': ('cloudseg_ros.tools.fuzz', 'seeded fuzzing of receiver, engine, controller'),
     'soak': ('cloudseg_ros.tools.soak', 'long run: RSS and latency drift per process'),
+    'keys': ('cloudseg_ros.tools.keys', 'CA + server/robot certificates for the zenoh uplink'),
 }
 
 
