@@ -35,6 +35,7 @@ from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, declare_params
 from cloudseg_ros.ros.robot_stream import RobotStream
+from cloudseg_ros.ros.zenoh_uplink import UPLINK_PARAMS, attach_cloud_uplink
 
 
 def _stamp_ns(header) -> int:
@@ -59,7 +60,7 @@ class CloudNode(Node):
 
     def __init__(self) -> None:
         super().__init__('cloud')
-        values = declare_params(self, PARAMS)
+        values = declare_params(self, PARAMS + UPLINK_PARAMS)
         self._binder = ParamBinder(self, PARAMS, values, CloudSettings.from_values, self._apply)
         self.settings = self._binder.config
         self._engine_error = ''
@@ -76,6 +77,7 @@ class CloudNode(Node):
             stream = RobotStream(self, namespace, receive_group, limits,
                                  values['max_keyframe_request_hz'])
             self._streams[stream.name] = stream
+        self._uplink = attach_cloud_uplink(self, values, self._streams, receive_group)
         self.create_timer(0.002, self.guard.wrap('inference', self._on_work),
                           callback_group=MutuallyExclusiveCallbackGroup(), clock=steady_clock())
         self._sim_clock_watch = SimClockWatch(self, callback_group=receive_group)

@@ -18,7 +18,6 @@ import argparse
 import datetime
 import ipaddress
 import os
-import re
 import sys
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -28,9 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-SERVER_NAME = 'cloudseg-server'
-# Robot names become key expressions and common names: keep them to a safe alphabet.
-NAME_PATTERN = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_\-]{0,62}$')
+from cloudseg_ros.core.zenoh_fleet import check_name, SERVER_NAME
+
 DEFAULT_DAYS = 825  # the longest lifetime common clients accept for a leaf certificate
 
 
@@ -41,14 +39,6 @@ class Issued:
     name: str
     cert_path: str
     key_path: str
-
-
-def check_name(name: str) -> str:
-    """Return `name` if it is a usable robot name, else raise ValueError saying why."""
-    if not NAME_PATTERN.match(name) or name == SERVER_NAME or name == 'ca':
-        raise ValueError(f'robot name {name!r}: use 1-63 letters, digits, _ or - '
-                         f"(not '{SERVER_NAME}' or 'ca')")
-    return name
 
 
 def _write(path: str, data: bytes, private: bool) -> None:
