@@ -3,9 +3,10 @@
 - end to end: camera images -> edge (robot's DDS domain) -> zenoh/mTLS -> cloud (another DDS
   domain, so nothing can cross over DDS) -> masks and stats back on the robot's topics;
 - who may talk: frames from robot B's certificate on B's key reach B's stream (the positive
-  control); robot A's certificate publishing as B, a client without a certificate, a client
-  whose certificate another CA signed, and a DDS publisher on B's `frames` next to the cloud all
-  get nothing through; A cannot read B's downlink.
+  control, before and after the attempts); a malformed message from B is dropped; robot A's
+  certificate publishing as B, a client without a certificate, a client whose certificate
+  another CA signed, and a DDS publisher on B's `frames` next to the cloud all get nothing
+  through; A cannot read B's downlink.
 
 The weights are tiny random-init networks: these tests check plumbing and access, not accuracy.
 """
@@ -178,6 +179,7 @@ def test_only_a_robots_own_certificate_gets_its_frames_in(fleet, launch, ros_nod
             forged.put(frames_key('z2'), _frame(203))  # B's name, another CA
             dds_pub.publish(deserialize_message(_frame(204), EncodedFrame))
             spin_until(lambda: False, 0.1)
+        z2.put(frames_key('z2'), b'\x00\x01 not CDR')  # B itself, malformed: dropped, logged
         # ... then B again: its frame gets through, so the cloud was serving all along.
         _send_for(z2, frames_key('z2'), 300, 2.0)
         assert 300 in seen_by_z2, cloud.log()
@@ -186,7 +188,7 @@ def test_only_a_robots_own_certificate_gets_its_frames_in(fleet, launch, ros_nod
         assert seen_by_z1 == [], 'robot z1 read robot z2 downlink'
         assert list(no_cert.info.routers_zid()) == []  # the TLS handshake never completed
         assert list(forged.info.routers_zid()) == []
-        assert cloud.alive()
+        assert cloud.alive() and 'undecodable EncodedFrame' in cloud.log()
     finally:
         for session in (z1, z2):
             session.close()
