@@ -11,7 +11,7 @@ Access control runs in the server's zenoh session (the router every robot connec
 keyed on the certificate common name that mutual TLS authenticated: deny by default; the
 subject R may put only on `cloudseg/R/frames` and may subscribe to (and be sent) only
 `cloudseg/R/down/**`. So a robot cannot publish frames as another robot, read another robot's
-masks, or send anything down.
+masks, or put anything on a downlink, its own included.
 """
 import re
 from typing import Dict, List, Sequence
@@ -59,13 +59,15 @@ def access_control(robots: Sequence[str]) -> Dict:
         check_name(robot)
         rules.append({'id': f'{robot}_frames_up', 'permission': 'allow', 'flows': ['ingress'],
                       'messages': ['put'], 'key_exprs': [frames_key(robot)]})
-        # ingress: the robot declares its subscriber; egress: samples sent to it.
-        rules.append({'id': f'{robot}_down', 'permission': 'allow',
-                      'flows': ['ingress', 'egress'],
-                      'messages': ['declare_subscriber', 'put'],
-                      'key_exprs': [down_key(robot, '**')]})
+        # The robot may subscribe to its downlink (ingress declaration) and be sent its samples
+        # (egress put), but not put on it: nobody but the server speaks on a downlink.
+        rules.append({'id': f'{robot}_down_sub', 'permission': 'allow', 'flows': ['ingress'],
+                      'messages': ['declare_subscriber'], 'key_exprs': [down_key(robot, '**')]})
+        rules.append({'id': f'{robot}_down_recv', 'permission': 'allow', 'flows': ['egress'],
+                      'messages': ['put'], 'key_exprs': [down_key(robot, '**')]})
         subjects.append({'id': robot, 'cert_common_names': [robot]})
-        policies.append({'rules': [f'{robot}_frames_up', f'{robot}_down'], 'subjects': [robot]})
+        granted = [f'{robot}_frames_up', f'{robot}_down_sub', f'{robot}_down_recv']
+        policies.append({'rules': granted, 'subjects': [robot]})
     return {'enabled': True, 'default_permission': 'deny', 'rules': rules,
             'subjects': subjects, 'policies': policies}
 

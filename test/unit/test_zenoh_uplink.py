@@ -30,9 +30,14 @@ def test_each_robot_may_use_only_its_own_keys():
     for policy in acl['policies']:
         (subject,) = policy['subjects']
         keys = [k for rule_id in policy['rules'] for k in rules[rule_id]['key_exprs']]
-        assert keys == [zenoh_fleet.frames_key(subject), zenoh_fleet.down_key(subject, '**')]
-        up = rules[f'{subject}_frames_up']
-        assert up['messages'] == ['put'] and up['flows'] == ['ingress']
+        down = zenoh_fleet.down_key(subject, '**')
+        assert keys == [zenoh_fleet.frames_key(subject), down, down]
+        granted = {(rules[r]['flows'][0], rules[r]['messages'][0]) for r in policy['rules']}
+        # up: put frames; down: declare a subscriber and be sent samples, never put.
+        assert granted == {('ingress', 'put'), ('ingress', 'declare_subscriber'),
+                           ('egress', 'put')}
+        assert all(len(rules[r]['flows']) == 1 and len(rules[r]['messages']) == 1
+                   for r in policy['rules'])
     subjects = {s['id']: s['cert_common_names'] for s in acl['subjects']}
     assert subjects == {'r1': ['r1'], 'r2': ['r2']}
 
