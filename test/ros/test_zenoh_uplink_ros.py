@@ -1,7 +1,8 @@
 """The zenoh uplink with mutual TLS between processes on loopback (`uplink_transport: zenoh`).
 
 - end to end: camera images -> edge (robot's DDS domain) -> zenoh/mTLS -> cloud (another DDS
-  domain, so nothing can cross over DDS) -> masks and stats back on the robot's topics;
+  domain, so nothing can cross over DDS) -> masks and stats back on the robot's topics, again
+  after the cloud is killed (-9) and restarted, without restarting the edge;
 - who may talk: frames from robot B's certificate on B's key reach B's stream (the positive
   control, before and after the attempts); a malformed message from B is dropped; robot A's
   certificate publishing as B, a client without a certificate, a client whose certificate
@@ -130,6 +131,13 @@ def test_frames_up_and_masks_down_over_zenoh_mtls(fleet, launch, ros_node, spin_
     # Nothing crossed over DDS: the cloud's domain is another one and the edge has no `frames`.
     assert ros_node.count_publishers('/z1/frames') == 0
     assert 'uplink: zenoh router' in cloud.log() and 'uplink: zenoh as z1' in edge.log()
+    # kill -9 and restart the server: the robot's session dials again by itself.
+    cloud.proc.kill()
+    cloud.proc.wait()
+    pngs.clear()
+    cloud = launch(CLOUD, params=params, env={'ROS_DOMAIN_ID': _other_domain()})
+    assert spin_until(lambda: publish() and len(pngs) >= 2, 90.0), cloud.log() + edge.log()
+    assert edge.alive()
 
 
 def _stats_stamps(session, robot):
