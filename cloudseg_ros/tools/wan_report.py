@@ -14,9 +14,12 @@ Checks, per capacity change and per phase:
 - masks: every phase gets masks, with no gap longer than `mask_gap_limit_s`.
 - outage (a phase of rate 0: the link cut both ways), judged on the phase after it: masks come
   back within `outage_first_mask_limit_s`; from `outage_settle_s` after the restore on, latency
-  p95 is back to normal (at most 1.5x, or 300 ms above, the p95 of the `latency_window_s` before
-  the cut); and no backlog burst: no mask after the restore is more than `backlog_margin_ms`
-  older than that p95 (nothing held across the outage is delivered late).
+  p95 is back to normal: at most 1.5x (or 300 ms above) the normal p95, the larger of the p95
+  in the `latency_window_s` before the cut and in the judged tail of the recovery phase, which
+  the judged part (settle time to tail) does not overlap (on
+  this shared CPU the steady p95 moved between 330 and 970 ms from phase to phase, so one
+  window alone is not "normal"); and no backlog burst: no mask after the restore is more than
+  `backlog_margin_ms` older than that normal p95 (nothing held across the outage arrives late).
 """
 import math
 from dataclasses import asdict, dataclass
@@ -263,24 +266,30 @@ def check_outage(merged, outage: Phase, after: Phase, limits: Limits) -> List[Ch
     label = f'after a {outage.end_s - outage.start_s:.0f} s outage'
     _, before = latency_samples(merged, outage.start_s - limits.latency_window_s,
                                 outage.start_s)
+    window = tail_window_s(after, limits)
+    _, tail = latency_samples(merged, after.end_s - window, after.end_s)
     first = _first_mask_after(merged, outage.end_s, after.end_s)
     back = Check(f'masks back {label}', first is not None
                  and first <= limits.outage_first_mask_limit_s,
                  f'first mask {first if first is None else round(first, 1)} s after the restore '
                  f'(limit {limits.outage_first_mask_limit_s:.0f} s)', first)
-    if before.size < 3:
+    if before.size < 3 or tail.size < 3:
         return [back, Check(f'latency {label}', False,
-                            f'only {before.size} masks before the cut: no normal to compare')]
-    normal = float(np.percentile(before, 95))
+                            f'{before.size} masks before the cut, {tail.size} in the tail after: '
+                            'no normal to compare with')]
+    normal = float(max(np.percentile(before, 95), np.percentile(tail, 95)))
     bound = max(1.5 * normal, normal + 300.0)
-    _, settled = latency_samples(merged, outage.end_s + limits.outage_settle_s, after.end_s)
+    # Judged from the settle time up to the tail, so the two do not overlap.
+    _, settled = latency_samples(merged, outage.end_s + limits.outage_settle_s,
+                                 after.end_s - window)
     _, all_after = latency_samples(merged, outage.end_s, after.end_s)
     p95 = float(np.percentile(settled, 95)) if settled.size else float('nan')
     late = int(np.sum(all_after > normal + limits.backlog_margin_ms))
     return [back,
             Check(f'latency {label}', settled.size >= 3 and p95 <= bound,
-                  f'p95 {p95:.0f} ms from {limits.outage_settle_s:.0f} s after the restore '
-                  f'({settled.size} masks), normal p95 {normal:.0f} ms, bound {bound:.0f} ms',
+                  f'p95 {p95:.0f} ms from {limits.outage_settle_s:.0f} s after the restore to '
+                  f'the tail ({settled.size} masks), normal p95 {normal:.0f} ms, bound '
+                  f'{bound:.0f} ms',
                   p95),
             Check(f'no backlog {label}', late == 0,
                   f'{late} of {all_after.size} masks after the restore more than '
