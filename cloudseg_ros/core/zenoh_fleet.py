@@ -13,6 +13,7 @@ subject R may put only on `cloudseg/R/frames` and may subscribe to (and be sent)
 `cloudseg/R/down/**`. So a robot cannot publish frames as another robot, read another robot's
 masks, or put anything on a downlink, its own included.
 """
+import os
 import re
 from typing import Dict, List, Sequence
 
@@ -72,6 +73,15 @@ def access_control(robots: Sequence[str]) -> Dict:
             'subjects': subjects, 'policies': policies}
 
 
+def check_key_files(keys_dir: str, own_name: str) -> None:
+    """Raise ValueError naming what is missing from keys_dir (ca.pem, <own_name>.pem/.key)."""
+    wanted = ['ca.pem', own_name + '.pem', own_name + '.key']
+    missing = [f for f in wanted if not os.path.isfile(os.path.join(keys_dir, f))]
+    if missing:
+        raise ValueError(f"zenoh_keys_dir {keys_dir!r} lacks {', '.join(missing)} "
+                         f'(make them with: cloudseg keys --out DIR {own_name})')
+
+
 def tls_settings(keys_dir: str, own_name: str, listen: bool) -> Dict:
     """zenoh `transport/link/tls` section for mutual TLS with the fleet CA in keys_dir."""
     own = f'{keys_dir.rstrip("/")}/{own_name}'
@@ -91,6 +101,7 @@ def session_settings(endpoint: str, keys_dir: str, own_name: str, listen: bool,
     """
     if not endpoint.startswith('tls/'):
         raise ValueError(f'zenoh endpoint {endpoint!r}: must be tls/<host>:<port> (mutual TLS)')
+    check_key_files(keys_dir, own_name)
     settings = {
         'mode': 'router' if listen else 'peer',
         'scouting/multicast/enabled': False,

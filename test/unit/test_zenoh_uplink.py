@@ -42,21 +42,30 @@ def test_each_robot_may_use_only_its_own_keys():
     assert subjects == {'r1': ['r1'], 'r2': ['r2']}
 
 
-def test_session_settings_robot_dials_out_server_listens_with_mtls():
-    robot = zenoh_fleet.session_settings('tls/srv:7447', '/k', 'r1', False, 1000)
+def _keys(folder, *names):
+    for name in ('ca.pem',) + tuple(n + ext for n in names for ext in ('.pem', '.key')):
+        (folder / name).write_text('-')
+    return str(folder)
+
+
+def test_session_settings_robot_dials_out_server_listens_with_mtls(tmp_path):
+    k = _keys(tmp_path, 'r1', 'cloudseg-server')
+    robot = zenoh_fleet.session_settings('tls/srv:7447', k, 'r1', False, 1000)
     assert robot['mode'] == 'peer' and robot['listen/endpoints'] == []
     assert robot['connect/endpoints'] == ['tls/srv:7447']
-    assert robot['transport/link/tls']['connect_certificate'] == '/k/r1.pem'
+    assert robot['transport/link/tls']['connect_certificate'] == f'{k}/r1.pem'
     assert robot['transport/link/tls']['enable_mtls'] is True
     assert 'access_control' not in robot
-    server = zenoh_fleet.session_settings('tls/0.0.0.0:7447', '/k', 'cloudseg-server', True,
+    server = zenoh_fleet.session_settings('tls/0.0.0.0:7447', k, 'cloudseg-server', True,
                                           1000, ['r1'])
     assert server['mode'] == 'router' and server['listen/endpoints'] == ['tls/0.0.0.0:7447']
-    assert server['transport/link/tls']['listen_private_key'] == '/k/cloudseg-server.key'
+    assert server['transport/link/tls']['listen_private_key'] == f'{k}/cloudseg-server.key'
     assert server['access_control']['policies']
     assert server['transport/link/rx/max_message_size'] == 1000
     with pytest.raises(ValueError, match='tls/'):
-        zenoh_fleet.session_settings('tcp/srv:7447', '/k', 'r1', False, 1000)
+        zenoh_fleet.session_settings('tcp/srv:7447', k, 'r1', False, 1000)
+    with pytest.raises(ValueError, match='r2.pem, r2.key'):
+        zenoh_fleet.session_settings('tls/srv:7447', k, 'r2', False, 1000)
 
 
 def test_uplink_settings_need_keys_for_zenoh_and_default_endpoints():
