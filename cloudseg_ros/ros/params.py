@@ -10,7 +10,9 @@ values outside a descriptor's range and type changes before our callback runs.
 Parameters in `LOCKED_AFTER_START` (rclpy's own `use_sim_time`) are refused once the node runs:
 they are set at launch. `use_sim_time` switched live by anyone on the domain moved every stamp
 to a clock that may never tick (issue 12). ParamBinder's callback is registered after rclpy's
-TimeSource one, so it runs first and a refusal leaves the clock untouched.
+TimeSource one and rclpy calls the latest first (read in Kilted's rclpy 9.1; older rclpy's
+`add_on_set_parameters_callback` inserts at the front too: read, not run here), so a refusal
+leaves the clock untouched.
 
 Works on Humble, Jazzy and Kilted: only `add_on_set_parameters_callback` is used.
 """
