@@ -40,6 +40,7 @@ from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, declare_params
 from cloudseg_ros.ros.robot_stream import RobotStream
+from cloudseg_ros.ros.zenoh_uplink import UPLINK_PARAMS, attach_cloud_uplink
 
 OUTPUT_BACKLOG = 16  # frames whose overlay / PNG may wait for an output thread
 
@@ -66,7 +67,7 @@ class CloudNode(Node):
 
     def __init__(self) -> None:
         super().__init__('cloud')
-        values = declare_params(self, PARAMS)
+        values = declare_params(self, PARAMS + UPLINK_PARAMS)
         self._binder = ParamBinder(self, PARAMS, values, CloudSettings.from_values, self._apply)
         self.settings = self._binder.config
         self._engine_error = ''
@@ -86,6 +87,7 @@ class CloudNode(Node):
         self._outputs = OutputStage(values['output_threads'], OUTPUT_BACKLOG, self.guard.wrap)
         self._streams = {}
         self._set_robots(self.settings.robot_namespaces)
+        self._uplink = attach_cloud_uplink(self, values, self._streams, self._receive_group)
         self._pool.start()
         self._sim_clock_watch = SimClockWatch(self, callback_group=self._receive_group)
         scales = engines[0].supported_scales() if engines else '-'
@@ -107,6 +109,10 @@ class CloudNode(Node):
 
     def _apply(self, settings: CloudSettings) -> None:
         if settings.robot_namespaces != self.settings.robot_namespaces:
+            if getattr(self, '_uplink', None) is not None:
+                # The zenoh router's access rules are built for the robots known at start.
+                raise ValueError('robot_namespaces is fixed at start with uplink_transport '
+                                 'zenoh (its access rules name every robot); restart the cloud')
             self._set_robots(settings.robot_namespaces)
         self.settings = settings
         for worker in self._pool.workers:

@@ -27,6 +27,7 @@ from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, image_msg
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
+from cloudseg_ros.ros.zenoh_uplink import UPLINK_PARAMS, edge_frames_publisher
 
 # image_transport's format string: original encoding; codec; what the decoder returns (OpenCV
 # decodes to BGR, which shows the right colours), so rviz and republish read it as a camera's.
@@ -55,6 +56,12 @@ PARAMS = (
               'Largest camera image (width x height), pixels; larger images, and messages '
               'holding more data than one, are refused before any conversion or copy.',
               1, 8192 * 8192, read_only=True),
+    # Guards: anyone allowed to set parameters could otherwise all but stop the stream
+    # (`max_rate_hz 0.1` did, issue 12); the bounds themselves are fixed at start.
+    ParamSpec('min_rate_hz', 1.0, 'Lowest max_rate_hz accepted, Hz.', 0.1, 120.0,
+              read_only=True),
+    ParamSpec('max_interval_cap_s', 10.0, 'Highest max_interval_s accepted, seconds.',
+              0.05, 60.0, read_only=True),
 )
 
 
@@ -70,6 +77,12 @@ class EdgeSettings:
     @staticmethod
     def from_values(values) -> 'EdgeSettings':
         """Build and validate from {parameter: value}; ValueError says what is wrong."""
+        if values['max_rate_hz'] < values['min_rate_hz']:
+            raise ValueError(f"max_rate_hz {values['max_rate_hz']} < min_rate_hz "
+                             f"{values['min_rate_hz']} (fixed at start)")
+        if values['max_interval_s'] > values['max_interval_cap_s']:
+            raise ValueError(f"max_interval_s {values['max_interval_s']} > max_interval_cap_s "
+                             f"{values['max_interval_cap_s']} (fixed at start)")
         return EdgeSettings(config_from_values(EdgeConfig, values).validate(),
                             float(values['probe_interval_s']), bool(values['publish_compressed']),
                             int(values['max_input_pixels']))
@@ -80,14 +93,14 @@ class EdgeNode(Node):
 
     def __init__(self) -> None:
         super().__init__('edge')
-        values = declare_params(self, PARAMS)
+        values = declare_params(self, PARAMS + UPLINK_PARAMS)
         self.settings = EdgeSettings.from_values(values)
         self.pipeline = EdgePipeline(self.settings.pipeline)
-        self._frames_pub = self.create_publisher(EncodedFrame, 'frames', qos.ENCODED_STREAM)
+        guard = CallbackGuard(self.get_logger())
+        self._frames_pub = edge_frames_publisher(self, guard, values)  # DDS or zenoh
         self._jpeg_pub = self.create_publisher(CompressedImage, 'image_lowres/compressed',
                                                qos.SENSOR)
         self._stats_pub = self.create_publisher(PipelineStats, 'edge_stats', qos.STATS)
-        guard = CallbackGuard(self.get_logger())
         self.create_subscription(Image, 'image_raw',
                                  guard.wrap('image', self._on_image, self._count_rejected),
                                  qos.SENSOR)

@@ -7,6 +7,13 @@ Each node lists its parameters as `ParamSpec`s. `declare_params` gives every one
 building or applying it refuses the change instead of ending the node. rclpy itself refuses
 values outside a descriptor's range and type changes before our callback runs.
 
+Parameters in `LOCKED_AFTER_START` (rclpy's own `use_sim_time`) are refused once the node runs:
+they are set at launch. `use_sim_time` switched live by anyone on the domain moved every stamp
+to a clock that may never tick (issue 12). ParamBinder's callback is registered after rclpy's
+TimeSource one and rclpy calls the latest first (read in Kilted's rclpy 9.1; older rclpy's
+`add_on_set_parameters_callback` inserts at the front too: read, not run here), so a refusal
+leaves the clock untouched.
+
 Works on Humble, Jazzy and Kilted: only `add_on_set_parameters_callback` is used.
 """
 import dataclasses
@@ -17,6 +24,8 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+
+LOCKED_AFTER_START = ('use_sim_time',)
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,10 @@ class ParamBinder:
         node.add_on_set_parameters_callback(self._on_set)
 
     def _on_set(self, params: List[Parameter]) -> SetParametersResult:
+        locked = [p.name for p in params if p.name in LOCKED_AFTER_START]
+        if locked:
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(locked)} is fixed after start: set it at launch"))
         candidate = dict(self._values)
         candidate.update({p.name: p.value for p in params if p.name in candidate})
         reason = check_choices(self._specs, candidate)

@@ -165,6 +165,21 @@ class WanLink:
         _run(self._tbf('change', rate_kbit))
         self.rate_kbit = int(rate_kbit)
 
+    def set_outage(self, cut: bool) -> None:
+        """Cut (True) or restore (False) the link both ways, as a dropped WAN connection.
+
+        A second filter sends every IPv4 packet into class 1:20, whose zero-length queue drops
+        it (the multicast filter's mechanism); packets already queued in the tbf still drain.
+        """
+        for ns, dev in ((self.robot_ns, self.robot_dev), (self.cloud_ns, self.cloud_dev)):
+            filters = ['tc', '-n', ns, 'filter']
+            if cut:
+                _run(filters + ['add', 'dev', dev, 'parent', '1:', 'protocol', 'ip', 'prio', '2',
+                                'u32', 'match', 'u32', '0', '0', 'flowid', '1:20'])
+            else:
+                _run(filters + ['del', 'dev', dev, 'parent', '1:', 'protocol', 'ip', 'prio',
+                                '2'])
+
     def _qdisc_counters(self, ns: str, dev: str, kind: str) -> Dict[str, int]:
         """Bytes, packets and drops so far of the `kind` qdisc on `dev` (tc -s), {} if none."""
         try:

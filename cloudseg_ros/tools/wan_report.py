@@ -12,6 +12,14 @@ Checks, per capacity change and per phase:
   p95 of the end-to-end latency is under `latency_p95_limit_ms` and its trend under
   `latency_slope_limit_ms_per_s` (bounded and not growing);
 - masks: every phase gets masks, with no gap longer than `mask_gap_limit_s`.
+- outage (a phase of rate 0: the link cut both ways), judged on the phase after it: masks come
+  back within `outage_first_mask_limit_s`; from `outage_settle_s` after the restore on, latency
+  p95 is back to normal: at most 1.5x (or 300 ms above) the normal p95, the larger of the p95
+  in the `latency_window_s` before the cut and in the judged tail of the recovery phase, which
+  the judged part (settle time to tail) does not overlap (on
+  this shared CPU the steady p95 moved between 330 and 970 ms from phase to phase, so one
+  window alone is not "normal"); and no backlog burst: no mask after the restore is more than
+  `backlog_margin_ms` older than that normal p95 (nothing held across the outage arrives late).
 """
 import math
 from dataclasses import asdict, dataclass
@@ -41,6 +49,9 @@ class Limits:
     latency_p95_limit_ms: float = 2000.0
     latency_slope_limit_ms_per_s: float = 50.0
     mask_gap_limit_s: int = 3
+    outage_settle_s: float = 2.0
+    outage_first_mask_limit_s: float = 10.0
+    backlog_margin_ms: float = 1000.0
 
 
 @dataclass
@@ -244,6 +255,47 @@ def check_masks(rows, phase: Phase, limits: Limits) -> Check:
                  f'(limit {limits.mask_gap_limit_s} s)', float(longest))
 
 
+def _first_mask_after(merged: Dict[int, Dict], t_s: float, end_s: float) -> Optional[float]:
+    """Seconds from t_s to the first whole second after it with a mask, None if none."""
+    seconds = [t for t in sorted(merged) if t_s <= t < end_s and merged[t].get('masks')]
+    return seconds[0] + 1 - t_s if seconds else None
+
+
+def check_outage(merged, outage: Phase, after: Phase, limits: Limits) -> List[Check]:
+    """Masks return, latency back to normal `outage_settle_s` after, no backlog burst."""
+    label = f'after a {outage.end_s - outage.start_s:.0f} s outage'
+    _, before = latency_samples(merged, outage.start_s - limits.latency_window_s,
+                                outage.start_s)
+    window = tail_window_s(after, limits)
+    _, tail = latency_samples(merged, after.end_s - window, after.end_s)
+    first = _first_mask_after(merged, outage.end_s, after.end_s)
+    back = Check(f'masks back {label}', first is not None
+                 and first <= limits.outage_first_mask_limit_s,
+                 f'first mask {first if first is None else round(first, 1)} s after the restore '
+                 f'(limit {limits.outage_first_mask_limit_s:.0f} s)', first)
+    if before.size < 3 or tail.size < 3:
+        return [back, Check(f'latency {label}', False,
+                            f'{before.size} masks before the cut, {tail.size} in the tail after: '
+                            'no normal to compare with')]
+    normal = float(max(np.percentile(before, 95), np.percentile(tail, 95)))
+    bound = max(1.5 * normal, normal + 300.0)
+    # Judged from the settle time up to the tail, so the two do not overlap.
+    _, settled = latency_samples(merged, outage.end_s + limits.outage_settle_s,
+                                 after.end_s - window)
+    _, all_after = latency_samples(merged, outage.end_s, after.end_s)
+    p95 = float(np.percentile(settled, 95)) if settled.size else float('nan')
+    late = int(np.sum(all_after > normal + limits.backlog_margin_ms))
+    return [back,
+            Check(f'latency {label}', settled.size >= 3 and p95 <= bound,
+                  f'p95 {p95:.0f} ms from {limits.outage_settle_s:.0f} s after the restore to '
+                  f'the tail ({settled.size} masks), normal p95 {normal:.0f} ms, bound '
+                  f'{bound:.0f} ms',
+                  p95),
+            Check(f'no backlog {label}', late == 0,
+                  f'{late} of {all_after.size} masks after the restore more than '
+                  f'{limits.backlog_margin_ms:.0f} ms older than the normal p95', float(late))]
+
+
 def evaluate(merged: Dict[int, Dict], phases: Sequence[Phase], ladder: Dict[str, float],
              limits: Limits) -> List[Check]:
     """Every check of the module docstring, in time order."""
@@ -251,11 +303,20 @@ def evaluate(merged: Dict[int, Dict], phases: Sequence[Phase], ladder: Dict[str,
     switches = all_switches(merged)
     checks: List[Check] = []
     for index, phase in enumerate(phases):
-        if index > 0 and phase.rate_kbit < phases[index - 1].rate_kbit:
+        previous = phases[index - 1] if index > 0 else None
+        if phase.rate_kbit == 0:
+            continue  # an outage: judged with the phase after it
+        if previous is not None and previous.rate_kbit == 0:
+            checks += check_outage(merged, previous, phase, limits)
+        elif previous is not None and phase.rate_kbit < previous.rate_kbit:
             checks += check_down(rows, switches, ladder, phase, limits)
-        elif index > 0 and phase.rate_kbit > phases[index - 1].rate_kbit:
+        elif previous is not None and phase.rate_kbit > previous.rate_kbit:
             checks.append(check_up(switches, ladder, phase, limits))
         checks.append(check_latency(merged, phase, limits))
+        if previous is not None and previous.rate_kbit == 0:
+            # Gaps count once masks were due back (the 'masks back' check covers before).
+            phase = Phase(phase.rate_kbit, phase.start_s + limits.outage_first_mask_limit_s,
+                          phase.end_s)
         checks.append(check_masks(rows, phase, limits))
     return checks
 

@@ -60,6 +60,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--rates', type=int, nargs='+', default=[8000, 1000, 4000],
                         help='uplink rate of each phase, kbit/s')
     parser.add_argument('--phase-s', type=float, default=25.0, help='seconds per phase')
+    parser.add_argument('--outages', type=float, nargs='*', default=[],
+                        help='after the rate phases, cut the link both ways for each of these '
+                             'seconds (1-30 in the test), each followed by --recovery-s at the '
+                             'last rate')
+    parser.add_argument('--recovery-s', type=float, default=20.0,
+                        help='seconds at the last rate after each outage')
     parser.add_argument('--warmup-s', type=float, default=10.0,
                         help='extra seconds of the first phase: the controller starts from its '
                              'initial estimate and climbs one entry per ~3-4 s')
@@ -79,6 +85,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if len(args.rates) < 2 or min(args.rates) <= 0:
         parser.error('--rates needs at least two positive rates')
+    if any(not 0 < seconds <= 600 for seconds in args.outages):
+        parser.error('--outages: seconds in (0, 600]')
     args.out = os.path.abspath(args.out)  # the nodes get paths under it
     return args
 
@@ -331,7 +339,7 @@ def wait_for_first_mask(monitor: MonitorFile, processes: Sequence[NsProcess],
 
 def run_phases(link: WanLink, args: argparse.Namespace, monitor: MonitorFile,
                processes: Sequence[NsProcess], run: Dict) -> None:
-    """Step the uplink through `rates`, printing each finished second as it comes.
+    """Step the uplink through `rates`, then each outage and its recovery, printing each second.
 
     Appends to run['phases'] (and the tbf counters at each phase's end to run['uplink_tbf'])
     as it goes, so a run that fails half-way still reports what it did.
@@ -339,13 +347,21 @@ def run_phases(link: WanLink, args: argparse.Namespace, monitor: MonitorFile,
     phases: List[report.Phase] = run['phases']
     printed = 0
     print(report.TABLE_HEADER, flush=True)
-    for rate in args.rates:
-        length_s = args.phase_s + (0.0 if phases else args.warmup_s)
-        if phases:
+    steps = [(rate, args.phase_s + (0.0 if index else args.warmup_s))
+             for index, rate in enumerate(args.rates)]
+    for seconds in args.outages:
+        steps += [(0, seconds), (args.rates[-1], args.recovery_s)]
+    for rate, length_s in steps:
+        if phases and rate == 0:
+            link.set_outage(True)
+        elif phases and phases[-1].rate_kbit == 0:
+            link.set_outage(False)
+        elif phases:
             link.set_rate_kbit(rate)
         start = time.time()
         phases.append(report.Phase(rate, start, start + length_s))
-        print(f'--- uplink {rate} kbit/s for {length_s:.0f} s', flush=True)
+        what = 'link cut' if rate == 0 else f'uplink {rate} kbit/s'
+        print(f'--- {what} for {length_s:.0f} s', flush=True)
         while time.time() < start + length_s:
             time.sleep(0.2)
             check_alive(processes)
@@ -495,7 +511,7 @@ def run_on_link(args: argparse.Namespace) -> Optional[Tuple[Dict, MonitorFile]]:
         finally:
             link.down()
     run.update(models=models_text, rates_kbit=list(args.rates), phase_s=args.phase_s,
-               warmup_s=args.warmup_s)
+               warmup_s=args.warmup_s, outages_s=list(args.outages), recovery_s=args.recovery_s)
     return run, monitor
 
 

@@ -9,7 +9,7 @@ from std_msgs.msg import Header
 
 from cloudseg_ros.core.codecs import FrameDecoder
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
-from cloudseg_ros.nodes.edge_node import PARAMS
+from cloudseg_ros.nodes.edge_node import PARAMS, UPLINK_PARAMS
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.param_client import RemoteParams
 
@@ -72,11 +72,33 @@ def test_invalid_parameters_are_refused_with_reason(launch, ros_node):
     assert edge.alive()
 
 
+def test_clock_source_transport_and_stream_stopping_values_are_refused_live(launch, ros_node):
+    # use_sim_time is honoured when given at start, and fixed from then on (issue 12).
+    edge = launch(EDGE, namespace='/r5', params={'use_sim_time': True})
+    params = RemoteParams(ros_node, '/r5/edge')
+    assert params.wait_ready(10.0), edge.log()
+    sim = params.set_and_wait({'use_sim_time': False})[0]
+    assert not sim.successful and 'use_sim_time' in sim.reason
+    slow = params.set_and_wait({'max_rate_hz': 0.1})[0]  # stopped the stream before the guard
+    assert not slow.successful and 'min_rate_hz' in slow.reason
+    rare = params.set_and_wait({'max_interval_s': 60.0})[0]
+    assert not rare.successful and 'max_interval_cap_s' in rare.reason
+    for name, value in (('min_rate_hz', 0.1), ('max_interval_cap_s', 60.0),
+                        ('uplink_transport', 'zenoh')):
+        assert not params.set_and_wait({name: value})[0].successful, name  # read-only
+    assert params.get_and_wait(['use_sim_time', 'max_rate_hz', 'max_interval_s',
+                                'uplink_transport']) == {
+        'use_sim_time': True, 'max_rate_hz': 15.0, 'max_interval_s': 2.0,
+        'uplink_transport': 'dds'}
+    assert params.set_and_wait({'max_rate_hz': 5.0})[0].successful  # within the guard: live
+    assert edge.alive()
+
+
 def test_shipped_params_file_matches_declared_defaults(launch, ros_node):
     path = os.path.join(REPO, 'config', 'robot.yaml')
     with open(path) as f:
         listed = yaml.safe_load(f)['/**/edge']['ros__parameters']
-    assert listed == {spec.name: spec.default for spec in PARAMS}
+    assert listed == {spec.name: spec.default for spec in PARAMS + UPLINK_PARAMS}
     edge = launch(EDGE, namespace='/r4', params_file=path)
     params = RemoteParams(ros_node, '/r4/edge')
     assert params.wait_ready(10.0), edge.log()

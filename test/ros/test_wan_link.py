@@ -3,7 +3,8 @@
 Short phases (8 -> 1 -> 4 Mbit/s, 12 s each after a 10 s climb): 57 s of wall time with
 start-up, and its verdict depends on the adaptive controller, so it is opt-in:
 ``CLOUDSEG_WAN_TEST=1`` (and root, for `ip netns` and `tc`). Deselect it with ``-m 'not wan'``.
-The full-length run is ``make wan-test``; docs/WAN.md has its numbers.
+The full-length run is ``make wan-test``; docs/WAN.md has its numbers. The outage test cuts the
+link for 1 s and for 30 s (about 110 s of wall time), same opt-in.
 """
 import json
 import os
@@ -23,10 +24,8 @@ def _skip_reason() -> str:
     return f'needs root and network namespaces ({problem})' if problem else ''
 
 
-@pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or 'runs')
-def test_stream_follows_a_stepped_uplink(tmp_path, capsys):
-    out = tmp_path / 'wan'
-    code = wan_test.main(['--phase-s', '12', '--warmup-s', '10', '--out', str(out)])
+def _run_and_check(argv, out, capsys):
+    code = wan_test.main(argv + ['--out', str(out)])
     printed = capsys.readouterr().out
     if 'wan-test skipped' in printed:
         pytest.skip(printed.strip().splitlines()[-1])
@@ -34,3 +33,20 @@ def test_stream_follows_a_stepped_uplink(tmp_path, capsys):
     failed = [f"{c['name']}: {c['detail']}" for c in result['checks'] if not c['passed']]
     assert code == 0 and not failed, '\n'.join(failed) + '\n' + printed[-4000:]
     assert (out / 'wan_test.png').is_file()
+    return result
+
+
+@pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or 'runs')
+def test_stream_follows_a_stepped_uplink(tmp_path, capsys):
+    _run_and_check(['--phase-s', '12', '--warmup-s', '10'], tmp_path / 'wan', capsys)
+
+
+@pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or 'runs')
+def test_stream_recovers_from_link_outages_of_1_and_30_s(tmp_path, capsys):
+    result = _run_and_check(['--rates', '4000', '4000', '--phase-s', '10', '--warmup-s', '5',
+                             '--outages', '1', '30', '--recovery-s', '20'],
+                            tmp_path / 'wan', capsys)
+    names = {check['name'] for check in result['checks']}
+    for seconds in (1, 30):  # judged, not merely run
+        assert f'no backlog after a {seconds} s outage' in names
+        assert f'latency after a {seconds} s outage' in names

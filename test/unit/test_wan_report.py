@@ -75,3 +75,45 @@ def test_link_check_catches_a_bypass():
     payload = sum(record['rx_bytes'] for record in merged.values())
     assert report.check_link_carried(merged, int(payload * 1.1)).passed
     assert not report.check_link_carried(merged, payload // 2).passed
+
+
+def _outage_run(return_after_s=1, late_ms=None):
+    """20 s at 'mid', the link cut 10 s (nothing arrives), 20 s again; masks return after
+    `return_after_s`; `late_ms` gives the first 3 s after the restore that latency (backlog)."""
+    records = [_record(t, 700, 'mid') for t in range(T0, T0 + 20)]
+    records += [_record(t, 700, 'mid', masks=0) for t in range(T0 + 20, T0 + 30)]
+    for t in range(T0 + 30, T0 + 50):
+        since = t - (T0 + 30)
+        masks = 0 if since < return_after_s else 8
+        latency = late_ms if late_ms is not None and since < return_after_s + 3 else 150.0
+        records.append(_record(t, 700, 'mid', masks, latency))
+    phases = [report.Phase(4000, T0, T0 + 20), report.Phase(0, T0 + 20, T0 + 30),
+              report.Phase(4000, T0 + 30, T0 + 50)]
+    return report.merge_records(records), phases
+
+
+def test_a_quick_clean_recovery_after_an_outage_passes():
+    merged, phases = _outage_run()
+    checks = report.evaluate(merged, phases, LADDER, report.Limits())
+    assert all(c.passed for c in checks), [c for c in checks if not c.passed]
+    names = {c.name for c in checks}
+    assert {'masks back after a 10 s outage', 'latency after a 10 s outage',
+            'no backlog after a 10 s outage'} <= names
+    assert not any('down to' in n or 'up to' in n or 'at 0 kbit/s' in n for n in names)
+
+
+def test_backlog_after_an_outage_fails():
+    merged, phases = _outage_run(late_ms=6000.0)  # frames held through the cut arrive late
+    checks = _by_name(report.evaluate(merged, phases, LADDER, report.Limits()))
+    assert not checks['no backlog after a 10 s outage'].passed
+    assert checks['no backlog after a 10 s outage'].value == 24.0
+
+
+def test_slow_return_and_lasting_latency_after_an_outage_fail():
+    merged, phases = _outage_run(return_after_s=12)
+    checks = _by_name(report.evaluate(merged, phases, LADDER, report.Limits()))
+    assert not checks['masks back after a 10 s outage'].passed
+    merged, phases = _outage_run(late_ms=900.0)  # p95 of the settled part above 1.5 x normal
+    checks = _by_name(report.evaluate(merged, phases, LADDER, report.Limits()))
+    assert not checks['latency after a 10 s outage'].passed
+    assert checks['no backlog after a 10 s outage'].passed
