@@ -21,7 +21,10 @@ HERE = os.path.join(REPO, 'test', 'ros')
 # Every image goes out, so edge_stats reports frames_in after each one.
 SEND_ALL = {'useful_threshold': 0.0, 'max_rate_hz': 120.0}
 IMAGE_MB = 8192 * 8192 * 3 / 2 ** 20
-MIN_DELIVERED = 0.8  # measured 0.94-1.0 at 1920x1080 on the loaded 2-core host
+# Measured 0.94-1.0 at 1920x1080 on the 2-core host, 0.64 with a soak run and two other test
+# suites beside it (the edge then drops stale frames: it keeps the newest, by design). Without
+# the profile 0.01-0.04 arrive, so 0.5 still tells a working profile from a broken one.
+MIN_DELIVERED = 0.5
 
 
 @pytest.fixture
