@@ -60,8 +60,9 @@ class LoggedProcess:
         return self.proc.poll() is None
 
     def log(self) -> str:
-        """Everything the process printed so far."""
-        self._log.flush()
+        """Everything the process printed so far (also after `stop()`)."""
+        if not self._log.closed:
+            self._log.flush()
         with open(self.log_path) as f:
             return f.read()
 

@@ -17,6 +17,7 @@ os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 import rclpy  # noqa: E402
 
 from cloudseg_ros.tools.processes import NodeProcess  # noqa: E402
+from ros2_tools import ros2_tools_env  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'camvid11')
@@ -58,3 +59,12 @@ def spin_until(ros_node):
                 return True
         return False
     return _spin_until
+
+
+@pytest.fixture(scope='session')
+def ros2_env():
+    """Environment with `ros2` and launch (a ROS install's, or ../shared/ros2's, cached)."""
+    env, why_not = ros2_tools_env()
+    if env is None:
+        pytest.skip(why_not)
+    return env

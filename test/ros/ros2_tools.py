@@ -21,6 +21,7 @@ from typing import Dict, Optional, Tuple
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED_ROS2 = os.path.join(os.path.dirname(REPO), 'shared', 'ros2')
 CACHE = os.path.join(REPO, '.venv', 'ros2_tools')
+DROP_MISSING_INCLUDES = os.path.join(REPO, 'cmake', 'drop_missing_include_dirs.cmake')
 PURE_PYTHON = ('launch', 'launch_xml', 'launch_yaml', 'launch_ros', 'ros2launch', 'ros2cli',
                'ros2param', 'ros2topic', 'ros2node', 'ros2service', 'ros2run', 'ros2pkg',
                'ros2interface', 'ros2lifecycle', 'rosidl_runtime_py')
@@ -90,7 +91,7 @@ def _install(cache: str) -> None:
               '-DBUILD_TESTING=OFF', f'-DCMAKE_PREFIX_PATH={_venv_prefix()}',
               f"-DCMAKE_INSTALL_PREFIX={os.path.join(cache, 'prefix')}",
               f'-DPython3_EXECUTABLE={sys.executable}',
-              f"-DCMAKE_PROJECT_INCLUDE={os.path.join(REPO, 'cmake', 'drop_missing_include_dirs.cmake')}"],
+              f'-DCMAKE_PROJECT_INCLUDE={DROP_MISSING_INCLUDES}'],
              log, cwd=build, env=env)
         _run(['cmake', '--build', build, '--target', 'install', '--', f'-j{os.cpu_count() or 1}'],
              log, env=env)
