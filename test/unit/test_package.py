@@ -118,3 +118,25 @@ def test_shipped_yaml_lists_every_parameter_at_its_default(yaml_name, node):
     listed = yaml.safe_load(open(os.path.join(REPO, 'config', yaml_name)))
     values = listed[f'/**/{node}']['ros__parameters']
     assert values == {spec.name: spec.default for spec in module.PARAMS}
+
+
+# Imported module -> its rosdep key; pip-only modules are named in package.xml's comment.
+ROSDEP_KEYS = {'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'yaml': 'python3-yaml',
+               'av': 'python3-av', 'matplotlib': 'python3-matplotlib'}
+PIP_ONLY = {'torch', 'simplejpeg'}
+
+
+def test_package_xml_lists_every_runtime_dependency():
+    root = ET.parse(os.path.join(REPO, 'package.xml')).getroot()
+    runtime = {e.text for e in root if e.tag in ('depend', 'exec_depend')}
+    comments = open(os.path.join(REPO, 'package.xml')).read()
+    files = _python_files('.') + [os.path.join(REPO, 'launch', f)
+                                  for f in os.listdir(os.path.join(REPO, 'launch'))]
+    imported = {m.split('.')[0] for path in files for m in _imports(path)}
+    third_party = imported - set(sys.stdlib_module_names) - {'cloudseg_ros'}
+    assert third_party, 'no imports found'
+    for module in sorted(third_party):
+        if module in PIP_ONLY:
+            assert module in comments, f'{module}: say in package.xml that pip installs it'
+        else:
+            assert ROSDEP_KEYS.get(module, module) in runtime, f'{module} not in package.xml'
