@@ -14,7 +14,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
 
-from cloudseg_ros.core.codecs import CODECS, CodecError
+from cloudseg_ros.core.codecs import CODECS, CodecError, encode_jpeg
 from cloudseg_ros.core.edge_pipeline import (EdgeConfig, EdgeFrame, EdgePipeline,
                                              KEY_REQUEST_MIN_INTERVAL_S)
 from cloudseg_ros.core.imageops import ImageError
@@ -31,6 +31,7 @@ from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, 
 # image_transport's format string: original encoding; codec; what the decoder returns (OpenCV
 # decodes to BGR, which shows the right colours), so rviz and republish read it as a camera's.
 JPEG_FORMAT = 'rgb8; jpeg compressed bgr8'
+PREVIEW_JPEG_QUALITY = 80  # preview of H.264 frames only
 
 PARAMS = (
     ParamSpec('scale', 4, 'Downsampling factor before encoding (frame side / scale).', 1, 4),
@@ -49,7 +50,9 @@ PARAMS = (
               'Send one full-resolution JPEG probe frame this often for the accuracy watchdog, '
               'seconds (0 = off).', 0.0, 3600.0),
     ParamSpec('publish_compressed', True,
-              'Also publish JPEG frames as sensor_msgs/CompressedImage for rviz.'),
+              'Also publish the sent low-resolution frames as JPEG on image_lowres/compressed '
+              '(sensor_msgs/CompressedImage, for rviz; H.264 frames are re-encoded while '
+              'someone subscribes).'),
     # Read-only: whoever may set parameters must not lift a resource bound at run time.
     ParamSpec('max_input_pixels', 3840 * 2160,
               'Largest camera image (width x height), pixels; larger images, and messages '
@@ -85,7 +88,7 @@ class EdgeNode(Node):
         self.pipeline = EdgePipeline(self.settings.pipeline)
         self._frames_pub = self.create_publisher(EncodedFrame, 'frames', qos.ENCODED_STREAM)
         self._jpeg_pub = self.create_publisher(CompressedImage, 'image_lowres/compressed',
-                                               qos.SENSOR)
+                                               qos.IMAGE)
         self._stats_pub = self.create_publisher(PipelineStats, 'edge_stats', qos.STATS)
         guard = CallbackGuard(self.get_logger())
         self.create_subscription(Image, 'image_raw',
@@ -163,10 +166,21 @@ class EdgeNode(Node):
                            codec=frame.codec, keyframe=frame.keyframe)
         out.data = frame.data
         self._frames_pub.publish(out)
-        viewable = frame.codec == 'jpeg' and frame.kind != FrameKind.PROBE
-        if viewable and self.settings.publish_compressed:
-            self._jpeg_pub.publish(compressed_msg(out.header, JPEG_FORMAT, frame.data))
+        if self.settings.publish_compressed and frame.kind != FrameKind.PROBE:
+            self._publish_preview(out.header, frame)
         self._stats_pub.publish(self._stats(out, frame))
+
+    def _publish_preview(self, header, frame: EdgeFrame) -> None:
+        """The sent low-resolution image as JPEG (rviz, image_transport's compressed)."""
+        if frame.codec == 'jpeg':
+            data = frame.data  # what went up the link, as it went
+        elif self._jpeg_pub.get_subscription_count() > 0 and frame.lowres is not None:
+            # An H.264 frame is not viewable on its own: encode the same image as JPEG,
+            # only while someone watches (~0.3 ms at 120x90).
+            data = encode_jpeg(frame.lowres, PREVIEW_JPEG_QUALITY)
+        else:
+            return
+        self._jpeg_pub.publish(compressed_msg(header, JPEG_FORMAT, data))
 
     def _stats(self, out: EncodedFrame, frame: EdgeFrame) -> PipelineStats:
         counts = self.pipeline.counts

@@ -41,9 +41,9 @@ def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin
                                   'device': 'cpu'})
     edge = launch(EDGE, namespace='/c1', params={'useful_threshold': 0.0, 'scale': 4})
     pub = ros_node.create_publisher(Image, '/c1/image_raw', qos.SENSOR)
-    masks = _collect(ros_node, '/c1/mask', Image, qos.RESULT)
-    colors = _collect(ros_node, '/c1/mask_color', Image, qos.RESULT)
-    pngs = _collect(ros_node, '/c1/mask/compressed', CompressedImage, qos.RESULT)
+    masks = _collect(ros_node, '/c1/mask', Image, qos.IMAGE)
+    colors = _collect(ros_node, '/c1/mask_color', Image, qos.IMAGE)
+    pngs = _collect(ros_node, '/c1/mask/compressed', CompressedImage, qos.IMAGE)
     stats = _collect(ros_node, '/c1/cloud_stats', PipelineStats, qos.STATS)
     sent_stamps = set()
     t = 0
@@ -99,7 +99,7 @@ def test_corrupt_payload_rejected_then_next_frame_served(launch, ros_node, spin_
     cloud = launch(CLOUD, params={'robot_namespaces': ['/c2'], 'models_dir': tiny_models,
                                   'device': 'cpu'})
     pub = ros_node.create_publisher(EncodedFrame, '/c2/frames', qos.ENCODED_STREAM)
-    masks = _collect(ros_node, '/c2/mask', Image, qos.RESULT)
+    masks = _collect(ros_node, '/c2/mask', Image, qos.IMAGE)
     stats = _collect(ros_node, '/c2/cloud_stats', PipelineStats, qos.STATS)
     jpeg = FrameEncoder('jpeg')
     seq = 0
@@ -124,7 +124,7 @@ def test_h264_loss_asks_for_keyframe(launch, ros_node, spin_until, tiny_models):
                                   'device': 'cpu'})
     pub = ros_node.create_publisher(EncodedFrame, '/c3/frames', qos.ENCODED_STREAM)
     requests = _collect(ros_node, '/c3/keyframe_request', Empty, qos.STATS)
-    masks = _collect(ros_node, '/c3/mask', Image, qos.RESULT)
+    masks = _collect(ros_node, '/c3/mask', Image, qos.IMAGE)
     h264 = FrameEncoder('h264')
     frames = [_encoded(i + 1, _scene(i), h264) for i in range(40)]
     assert frames[0].keyframe and not frames[1].keyframe
@@ -143,7 +143,7 @@ def test_single_hostile_frames_do_not_stop_the_cloud(launch, ros_node, spin_unti
     cloud = launch(CLOUD, params={'robot_namespaces': ['/c4'], 'models_dir': tiny_models,
                                   'device': 'cpu'})
     pub = ros_node.create_publisher(EncodedFrame, '/c4/frames', qos.ENCODED_STREAM)
-    masks = _collect(ros_node, '/c4/mask', Image, qos.RESULT)
+    masks = _collect(ros_node, '/c4/mask', Image, qos.IMAGE)
     stats = _collect(ros_node, '/c4/cloud_stats', PipelineStats, qos.STATS)
     jpeg = FrameEncoder('jpeg')
     seqs = itertools.count(1)

@@ -7,6 +7,7 @@ space, not on the checkout. The tools come from a ROS install or ../shared/ros2 
 without either these tests skip. The cloud runs tiny random networks (plumbing, not accuracy).
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import time
 import pytest
 import yaml
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from cloudseg_ros.msg import ControllerState, EncodedFrame
 from cloudseg_ros.ros import qos
@@ -153,7 +154,7 @@ def test_demo_launch_brings_up_the_loop_and_masks_arrive(install_env, tiny_model
     demo = _launch(env, str(tmp_path), 'demo', 'demo.launch.py', 'namespace:=/demo1',
                    'device:=cpu', f'models_dir:={tiny_models}')
     try:
-        masks = _collect(ros_node, '/demo1/mask', Image, qos.RESULT)
+        masks = _collect(ros_node, '/demo1/mask', Image, qos.IMAGE)
         states = _collect(ros_node, '/demo1/controller_state', ControllerState, qos.STATUS)
         assert spin_until(lambda: len(masks) >= 3 and states, 120.0), _logs(demo)
         assert (masks[-1].width, masks[-1].height, masks[-1].encoding) == (480, 360, 'mono8')
@@ -205,8 +206,8 @@ def fleet(install_env, tiny_models, tmp_path_factory):
 
 def test_two_robots_in_two_namespaces_get_masks(fleet, ros_node, spin_until):
     _, processes = fleet
-    masks_a = _collect(ros_node, '/ra/mask', Image, qos.RESULT)
-    masks_b = _collect(ros_node, '/rb/mask', Image, qos.RESULT)
+    masks_a = _collect(ros_node, '/ra/mask', Image, qos.IMAGE)
+    masks_b = _collect(ros_node, '/rb/mask', Image, qos.IMAGE)
     assert spin_until(lambda: len(masks_a) >= 2 and len(masks_b) >= 2, 120.0), \
         _logs(*processes)
 
@@ -266,3 +267,73 @@ def test_ros2_topic_hz_sees_masks(fleet, tmp_path):
     finally:
         hz.stop()
     assert 'average rate' in hz.log(), hz.log()
+
+
+def _rosbag2_qos(node, topic):
+    """The QoS rosbag2 records with by default: adapted to what the publishers offer.
+
+    Reliable only if every publisher is reliable, transient local only if every one is
+    (rosbag2_transport's adapt_request_to_offers), keep last 10.
+    """
+    offers = node.get_publishers_info_by_topic(topic)
+    assert offers, f'no publisher on {topic}'
+    reliable = all(o.qos_profile.reliability == ReliabilityPolicy.RELIABLE for o in offers)
+    latched = all(o.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for o in offers)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=10,
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+IMAGE_TOPICS = (('image_raw', Image), ('image_lowres/compressed', CompressedImage),
+                ('mask', Image), ('mask_color', Image), ('mask/compressed', CompressedImage))
+
+
+def test_rviz2_and_rosbag2_default_qos_receive_every_image_topic(fleet, ros_node, spin_until):
+    _, processes = fleet
+    received = {}
+    for name, msg_type in IMAGE_TOPICS:
+        topic = f'/rb/{name}'
+        assert spin_until(lambda: ros_node.get_publishers_info_by_topic(topic), 30.0), topic
+        bag_qos = _rosbag2_qos(ros_node, topic)
+        # REP-2003: image publishers are reliable, so a recording is reliable too.
+        assert bag_qos.reliability == ReliabilityPolicy.RELIABLE, topic
+        for tool, profile in (('rviz2', RVIZ2_QOS), ('rosbag2', bag_qos)):
+            received[tool, topic] = _collect(ros_node, topic, msg_type, profile)
+    assert spin_until(lambda: all(len(r) >= 2 for r in received.values()), 60.0), \
+        {k: len(v) for k, v in received.items()}
+
+
+def _rviz_topics():
+    """(topic, message type) of every display in config/cloudseg.rviz."""
+    config = yaml.safe_load(open(os.path.join(REPO, 'config', 'cloudseg.rviz')))
+    topics = []
+    for display in config['Visualization Manager']['Displays']:
+        topic = display['Topic']['Value']
+        assert not topic.startswith('/'), f'{topic}: must follow the namespace (relative)'
+        # rviz2's Image display picks the transport from the topic's last name.
+        compressed = display['Class'] == 'rviz_default_plugins/Image' and \
+            topic.endswith('/compressed')
+        topics.append((topic, 'sensor_msgs/msg/CompressedImage' if compressed
+                       else 'sensor_msgs/msg/Image'))
+    return topics
+
+
+def _launch_file_topics(env):
+    """(topic, message type) named by the launch files: the camera topic's default."""
+    shown = ros2(env, 'launch', 'cloudseg_ros', 'robot.launch.py', '--show-args').stdout
+    match = re.search(r"'camera_topic':\n(?:.*\n)*?\s+\(default: '([^']*)'\)", shown)
+    assert match, shown
+    return [(match.group(1), 'sensor_msgs/msg/Image')]
+
+
+def test_topics_in_rviz_config_and_launch_files_are_published(fleet, ros_node, spin_until):
+    env, _ = fleet
+    named = _rviz_topics() + _launch_file_topics(env)
+    assert ('image_lowres/compressed', 'sensor_msgs/msg/CompressedImage') in named
+    for topic, msg_type in named:
+        resolved = f'/ra/{topic}'
+        assert spin_until(lambda: ros_node.get_publishers_info_by_topic(resolved), 30.0), \
+            f'nothing publishes {resolved} (named in rviz/launch files)'
+        types = {p.topic_type for p in ros_node.get_publishers_info_by_topic(resolved)}
+        assert types == {msg_type}, (resolved, types)
