@@ -49,8 +49,10 @@ def generate_launch_description():
                               description='Parameters of the controller.'),
         DeclareLaunchArgument('camera_topic', default_value='image_raw',
                               description='Image topic of the robot camera (sensor_msgs/Image; '
-                              'with the edge parameter transport:=compressed, its '
-                              '/compressed topic is read).'),
+                              'with transport:=compressed, its /compressed topic is read).'),
+        DeclareLaunchArgument('transport', default_value='raw',
+                              description='raw: read camera_topic (sensor_msgs/Image); '
+                              'compressed: read camera_topic/compressed (JPEG or PNG).'),
         DeclareLaunchArgument('use_replay', default_value='false',
                               description='Start the replay camera instead of a real driver '
                               '(needs source:=).'),
@@ -74,8 +76,12 @@ def generate_launch_description():
              remappings=[('image_raw', LaunchConfiguration('camera_topic'))],
              additional_env=dds_env),
         Node(package='cloudseg_ros', executable='edge', name='edge', namespace=namespace,
-             parameters=[params_file, sim_time],
-             remappings=[('image_raw', LaunchConfiguration('camera_topic'))],
+             parameters=[params_file, sim_time,
+                         {'transport': LaunchConfiguration('transport')}],
+             # A remapping matches whole names: the compressed topic needs its own.
+             remappings=[('image_raw', LaunchConfiguration('camera_topic')),
+                         ('image_raw/compressed',
+                          [LaunchConfiguration('camera_topic'), '/compressed'])],
              additional_env=dds_env),
         Node(package='cloudseg_ros', executable='controller', name='controller',
              namespace=namespace, condition=IfCondition(LaunchConfiguration('use_controller')),

@@ -1,6 +1,7 @@
 """Robot-side node: frame selector + downsampler + encoder, publishing low-resolution frames.
 
-Subscribes `image_raw` (sensor_msgs/Image) and `keyframe_request` (std_msgs/Empty, from the
+Subscribes `image_raw` (sensor_msgs/Image, any encoding of core/encodings.py; or, with
+`transport:=compressed`, `image_raw/compressed`) and `keyframe_request` (std_msgs/Empty, from the
 cloud after it lost the H.264 stream); publishes `frames` (cloudseg_ros/EncodedFrame),
 `image_lowres/compressed` (JPEG, image_transport style, for rviz) and `edge_stats`.
 Never imports torch: a robot may not have it. The selector's rates and intervals run on the
@@ -22,8 +23,8 @@ from cloudseg_ros.core.selector import FrameKind
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.clock import SimClockWatch
-from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, image_msg_to_rgb,
-                                          stamp_to_s)
+from cloudseg_ros.ros.conversions import (compressed_msg, compressed_msg_to_rgb, copy_header,
+                                          image_msg_to_rgb, stamp_to_s)
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
@@ -32,6 +33,7 @@ from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, 
 # decodes to BGR, which shows the right colours), so rviz and republish read it as a camera's.
 JPEG_FORMAT = 'rgb8; jpeg compressed bgr8'
 PREVIEW_JPEG_QUALITY = 80  # preview of H.264 frames only
+TRANSPORTS = ('raw', 'compressed')
 
 PARAMS = (
     ParamSpec('scale', 4, 'Downsampling factor before encoding (frame side / scale).', 1, 4),
@@ -49,6 +51,11 @@ PARAMS = (
     ParamSpec('probe_interval_s', 0.0,
               'Send one full-resolution JPEG probe frame this often for the accuracy watchdog, '
               'seconds (0 = off).', 0.0, 3600.0),
+    ParamSpec('transport', 'raw',
+              'How the camera is read (image_transport style): raw subscribes image_raw '
+              '(sensor_msgs/Image), compressed subscribes image_raw/compressed (JPEG or PNG '
+              'sensor_msgs/CompressedImage), for cameras that only publish compressed.',
+              choices=TRANSPORTS, read_only=True),
     ParamSpec('publish_compressed', True,
               'Also publish the sent low-resolution frames as JPEG on image_lowres/compressed '
               '(sensor_msgs/CompressedImage, for rviz; H.264 frames are re-encoded while '
@@ -91,9 +98,12 @@ class EdgeNode(Node):
                                                qos.IMAGE)
         self._stats_pub = self.create_publisher(PipelineStats, 'edge_stats', qos.STATS)
         guard = CallbackGuard(self.get_logger())
-        self.create_subscription(Image, 'image_raw',
-                                 guard.wrap('image', self._on_image, self._count_rejected),
-                                 qos.SENSOR)
+        on_image = guard.wrap('image', self._on_image, self._count_rejected)
+        if values['transport'] == 'compressed':
+            self.create_subscription(CompressedImage, 'image_raw/compressed', on_image,
+                                     qos.SENSOR)
+        else:
+            self.create_subscription(Image, 'image_raw', on_image, qos.SENSOR)
         self.create_subscription(Empty, 'keyframe_request',
                                  guard.wrap('keyframe request', self._on_key_request), qos.STATS)
         self._binder = ParamBinder(self, PARAMS, values, EdgeSettings.from_values, self._apply)
@@ -133,7 +143,7 @@ class EdgeNode(Node):
         self._frames_in += 1
         now_s = time.monotonic()
         try:
-            rgb = image_msg_to_rgb(msg, max_pixels=self.settings.max_input_pixels)
+            rgb = self._to_rgb(msg)
             frames = [self.pipeline.process(rgb, now_s)]
             if self._probe_due(now_s):
                 # The cloud compares the probe with the mask of the same image sent as usual,
@@ -148,6 +158,13 @@ class EdgeNode(Node):
         for frame in frames:
             if frame is not None:
                 self._publish(msg, frame)
+
+    def _to_rgb(self, msg):
+        max_pixels = self.settings.max_input_pixels
+        if isinstance(msg, CompressedImage):
+            # A JPEG/PNG holds at most ~8 bytes per pixel of what it declares; more is junk.
+            return compressed_msg_to_rgb(msg, max_pixels, max_bytes=8 * max_pixels)
+        return image_msg_to_rgb(msg, max_pixels=max_pixels)
 
     def _probe_due(self, now_s: float) -> bool:
         interval_s = self.settings.probe_interval_s
