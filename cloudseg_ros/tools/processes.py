@@ -22,7 +22,8 @@ def robot_dds_env() -> Dict[str, str]:
             'RMW_FASTRTPS_USE_QOS_FROM_XML': '1'}
 
 
-def _param_text(value) -> str:
+def param_text(value) -> str:
+    """A parameter value as `--ros-args -p name:=VALUE` reads it (YAML)."""
     if isinstance(value, bool):
         return 'true' if value else 'false'
     if value == '':
@@ -63,7 +64,7 @@ class LoggedProcess:
         """Everything the process printed so far (also after `stop()`)."""
         if not self._log.closed:
             self._log.flush()
-        with open(self.log_path) as f:
+        with open(self.log_path, errors='replace') as f:
             return f.read()
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -93,7 +94,7 @@ def node_args(module: str, params: Optional[Dict] = None, namespace: str = '',
     if params_file:
         args += ['--params-file', params_file]
     for name, value in (params or {}).items():
-        args += ['-p', f'{name}:={_param_text(value)}']
+        args += ['-p', f'{name}:={param_text(value)}']
     if namespace:
         args += ['-r', f'__ns:={namespace}']
     for src, dst in (remaps or {}).items():
