@@ -20,6 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from cloudseg_ros.msg import ControllerState, EncodedFrame
 from cloudseg_ros.ros import qos
+from cloudseg_ros.ros.param_client import RemoteParams
 from cloudseg_ros.tools.processes import LoggedProcess
 
 from conftest import REPO
@@ -125,7 +126,6 @@ def test_ros2_run_starts_the_installed_edge(install_env, ros_node, tmp_path):
                           '__ns:=/run1', '-p', 'scale:=3'], str(tmp_path), 'ros2_run',
                          base_env=env)
     try:
-        from cloudseg_ros.ros.param_client import RemoteParams
         params = RemoteParams(ros_node, '/run1/edge')
         assert params.wait_ready(60.0), edge.log()
         assert params.get_and_wait(['scale']) == {'scale': 3}
@@ -235,7 +235,6 @@ def test_ros2_param_dump_round_trips_with_the_shipped_yaml(fleet, ros_node, tmp_
                           '__ns:=/rt', '--params-file', str(params_file)], str(tmp_path),
                          'edge_copy', base_env=env)
     try:
-        from cloudseg_ros.ros.param_client import RemoteParams
         assert RemoteParams(ros_node, '/rt/edge').wait_ready(60.0), copy.log()
         again = yaml.safe_load(ros2(env, 'param', 'dump', '/rt/edge').stdout)
         assert again['/rt/edge'] == dump['/ra/edge']
@@ -337,3 +336,21 @@ def test_topics_in_rviz_config_and_launch_files_are_published(fleet, ros_node, s
             f'nothing publishes {resolved} (named in rviz/launch files)'
         types = {p.topic_type for p in ros_node.get_publishers_info_by_topic(resolved)}
         assert types == {msg_type}, (resolved, types)
+
+
+def test_every_launch_file_takes_use_sim_time_and_gives_it_to_its_nodes(install_env, tmp_path,
+                                                                        ros_node):
+    _, env = install_env
+    for name in ('robot.launch.py', 'cloud.launch.py', 'demo.launch.py'):
+        shown = ros2(env, 'launch', 'cloudseg_ros', name, '--show-args').stdout
+        assert "'use_sim_time':" in shown, name
+    robot = _launch(env, str(tmp_path), 'robot_sim', 'robot.launch.py', 'namespace:=sim',
+                    'use_replay:=true', f'source:={os.path.join(REPO, CLIP)}',
+                    'use_sim_time:=true')
+    try:
+        for node in ('camera_replay', 'edge', 'controller'):
+            params = RemoteParams(ros_node, f'/sim/{node}')
+            assert params.wait_ready(60.0), robot.log()
+            assert params.get_and_wait(['use_sim_time']) == {'use_sim_time': True}, node
+    finally:
+        robot.stop(timeout_s=15.0)
