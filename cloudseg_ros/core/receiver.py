@@ -11,6 +11,7 @@ check the JPEG header / H.264 SPS against the declared size. Sequence numbers ar
 modulo 2^64, and a new `session_id` (a restarted edge) starts the stream afresh.
 """
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -141,7 +142,12 @@ def seq_delta(seq: int, last: int) -> int:
 
 
 class StreamReceiver:
-    """Per-robot decoder state and counters."""
+    """Per-robot decoder state and counters.
+
+    `receive()` runs on the node's receive thread only; rejections are also counted by the
+    inference thread (`count_rejected()`), so that counter is behind a lock. The other counters
+    are written by the receive thread alone and only read elsewhere.
+    """
 
     def __init__(self, limits: Optional[ReceiveLimits] = None) -> None:
         self.limits = (limits or ReceiveLimits()).validate()
@@ -152,7 +158,8 @@ class StreamReceiver:
         self._last_seq: Optional[int] = None
         self._last_arrival_s: Optional[float] = None
         self.frames_in = 0
-        self.rejected = 0
+        self._rejected = 0
+        self._rejected_lock = threading.Lock()
         self.lost = 0
         self.bytes_total = 0
         self.sessions = 0  # session ids seen change (sender restarts)
@@ -184,11 +191,21 @@ class StreamReceiver:
             start = time.perf_counter()
             rgb = self._decode(meta, data)
         except ReceiveError:
-            self.rejected += 1
+            self.count_rejected()
             raise
         return DecodedFrame(meta=meta, rgb=rgb, nbytes=len(data),
                             decode_ms=(time.perf_counter() - start) * 1e3,
                             arrival_s=arrival_s, arrival_gap_ms=gap_ms)
+
+    @property
+    def rejected(self) -> int:
+        """Frames rejected so far, by this receiver or by later stages (`count_rejected`)."""
+        return self._rejected
+
+    def count_rejected(self) -> None:
+        """Count one rejected frame; safe from any thread."""
+        with self._rejected_lock:
+            self._rejected += 1
 
     @property
     def rate_limited(self) -> int:

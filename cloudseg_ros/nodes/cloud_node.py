@@ -142,7 +142,7 @@ class CloudNode(Node):
     def _segment_batch(self, batch) -> None:
         if self.engine is None:
             for name, _ in batch:
-                self._streams[name].receiver.rejected += 1
+                self._streams[name].receiver.count_rejected()
                 self._reject(self._streams[name], self._engine_error)
             return
         inputs = [EngineInput(f.rgb, f.meta.scale, (f.meta.orig_width, f.meta.orig_height))
@@ -151,7 +151,7 @@ class CloudNode(Node):
             outputs = self.engine.process(inputs)
         except EngineError as err:
             for name, _ in batch:
-                self._streams[name].receiver.rejected += 1
+                self._streams[name].receiver.count_rejected()
                 self._reject(self._streams[name], str(err))
             return
         for (name, item), output in zip(batch, outputs):
@@ -193,7 +193,7 @@ class CloudNode(Node):
                     twin.rgb, twin.meta.scale, (frame.meta.width, frame.meta.height))])[0].mask
             hr_mask = self.engine.segment_hr(frame.rgb)
         except (EngineError, ReceiveError) as err:
-            stream.receiver.rejected += 1
+            stream.receiver.count_rejected()
             self._reject(stream, f'probe: {err}')
             return
         cm = confusion_matrix(pipeline_mask, hr_mask, self.engine.num_classes, ignore_index=None)

@@ -38,7 +38,7 @@ class RobotStream:
             qos.ENCODED_STREAM, callback_group=group)
 
     def _count_rejected(self) -> None:
-        self.receiver.rejected += 1
+        self.receiver.count_rejected()
 
     def remember(self, table: OrderedDict, stamp_ns: int, item) -> None:
         """Keep a recent frame or mask (bounded) to pair probes with their LR twin."""
