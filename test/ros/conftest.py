@@ -14,6 +14,7 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # Iron and newer
 os.environ['ROS_LOCALHOST_ONLY'] = '1'  # Humble
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 
+import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 
 from cloudseg_ros.tools.processes import NodeProcess  # noqa: E402
@@ -68,3 +69,17 @@ def ros2_env():
     if env is None:
         pytest.skip(why_not)
     return env
+
+
+def collect(node, topic, msg_type, qos_profile):
+    """Subscribe `node` to `topic`; return the list the received messages are appended to."""
+    received = []
+    node.create_subscription(msg_type, topic, received.append, qos_profile)
+    return received
+
+
+def moving_scene(t: int, width: int = 480, height: int = 360) -> np.ndarray:
+    """A moving synthetic RGB scene, different every frame `t`."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.stack([(xx + 7 * t) % 256, (yy + 3 * t) % 256, (xx + yy) % 256], axis=2)
+    return img.astype(np.uint8)

@@ -23,7 +23,7 @@ from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.param_client import RemoteParams
 from cloudseg_ros.tools.processes import LoggedProcess
 
-from conftest import REPO
+from conftest import REPO, collect
 
 DISCOVERY_S = 3.0
 CLIP = os.path.join('data', 'demo', 'camvid_val_15fps.mp4')
@@ -41,7 +41,7 @@ def _source_files():
     return [f for f in out.decode().split('\0') if f and os.path.isfile(os.path.join(REPO, f))]
 
 
-def _colcon_build(ws, env):
+def _colcon_build(colcon, ws, env):
     """`colcon build` of a copy of the checkout in ws/src; returns the install folder."""
     src = os.path.join(ws, 'src', 'cloudseg_ros')
     for rel in _source_files():
@@ -51,7 +51,7 @@ def _colcon_build(ws, env):
     build_env = dict(env, CMAKE_PREFIX_PATH=os.pathsep.join(
         filter(None, [env.get('CMAKE_PREFIX_PATH'), underlay])))
     result = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), 'colcon'), '--log-base', 'log',
+        [colcon, '--log-base', 'log',
          'build', '--base-paths', 'src', '--build-base', 'build', '--install-base', 'install',
          '--event-handlers', 'console_direct+', '--cmake-args', '-DBUILD_TESTING=OFF',
          f'-DPython3_EXECUTABLE={sys.executable}'],
@@ -70,9 +70,11 @@ def _sourced_env(install, env):
 @pytest.fixture(scope='module')
 def install_env(ros2_env, tmp_path_factory):
     """(install folder, environment of a shell that sourced it)."""
-    if shutil.which('colcon', path=os.path.dirname(sys.executable)) is None:
+    colcon = shutil.which('colcon', path=os.path.dirname(sys.executable)) or \
+        shutil.which('colcon', path=ros2_env.get('PATH'))
+    if colcon is None:
         pytest.skip('colcon is not installed (pip install colcon-common-extensions)')
-    install = _colcon_build(str(tmp_path_factory.mktemp('ws')), ros2_env)
+    install = _colcon_build(colcon, str(tmp_path_factory.mktemp('ws')), ros2_env)
     return install, _sourced_env(install, ros2_env)
 
 
@@ -133,12 +135,6 @@ def test_ros2_run_starts_the_installed_edge(install_env, ros_node, tmp_path):
         edge.stop()
 
 
-def _collect(node, topic, msg_type, qos_profile):
-    received = []
-    node.create_subscription(msg_type, topic, received.append, qos_profile)
-    return received
-
-
 def _launch(env, log_dir, name, *args):
     return LoggedProcess(['ros2', 'launch', 'cloudseg_ros', *args], log_dir, name,
                          base_env=env)
@@ -154,8 +150,8 @@ def test_demo_launch_brings_up_the_loop_and_masks_arrive(install_env, tiny_model
     demo = _launch(env, str(tmp_path), 'demo', 'demo.launch.py', 'namespace:=/demo1',
                    'device:=cpu', f'models_dir:={tiny_models}')
     try:
-        masks = _collect(ros_node, '/demo1/mask', Image, qos.IMAGE)
-        states = _collect(ros_node, '/demo1/controller_state', ControllerState, qos.STATUS)
+        masks = collect(ros_node, '/demo1/mask', Image, qos.IMAGE)
+        states = collect(ros_node, '/demo1/controller_state', ControllerState, qos.STATUS)
         assert spin_until(lambda: len(masks) >= 3 and states, 120.0), _logs(demo)
         assert (masks[-1].width, masks[-1].height, masks[-1].encoding) == (480, 360, 'mono8')
         names = ros2(env, 'node', 'list').stdout.split()
@@ -206,8 +202,8 @@ def fleet(install_env, tiny_models, tmp_path_factory):
 
 def test_two_robots_in_two_namespaces_get_masks(fleet, ros_node, spin_until):
     _, processes = fleet
-    masks_a = _collect(ros_node, '/ra/mask', Image, qos.IMAGE)
-    masks_b = _collect(ros_node, '/rb/mask', Image, qos.IMAGE)
+    masks_a = collect(ros_node, '/ra/mask', Image, qos.IMAGE)
+    masks_b = collect(ros_node, '/rb/mask', Image, qos.IMAGE)
     assert spin_until(lambda: len(masks_a) >= 2 and len(masks_b) >= 2, 120.0), \
         _logs(*processes)
 
@@ -246,7 +242,7 @@ def test_ros2_param_set_takes_effect_and_out_of_range_is_refused(fleet, ros_node
     env, processes = fleet
     result = ros2(env, 'param', 'set', '/ra/edge', 'scale', '2')
     assert result.returncode == 0 and 'successful' in result.stdout, result.stdout
-    frames = _collect(ros_node, '/ra/frames', EncodedFrame, qos.SENSOR)
+    frames = collect(ros_node, '/ra/frames', EncodedFrame, qos.SENSOR)
     assert spin_until(lambda: len(frames) >= 2, 30.0), _logs(*processes)
     assert all(f.scale == 2 and (f.width, f.height) == (240, 180) for f in frames[1:])
     refused = ros2(env, 'param', 'set', '/ra/edge', 'scale', '7')
@@ -298,7 +294,7 @@ def test_rviz2_and_rosbag2_default_qos_receive_every_image_topic(fleet, ros_node
         # REP-2003: image publishers are reliable, so a recording is reliable too.
         assert bag_qos.reliability == ReliabilityPolicy.RELIABLE, topic
         for tool, profile in (('rviz2', RVIZ2_QOS), ('rosbag2', bag_qos)):
-            received[tool, topic] = _collect(ros_node, topic, msg_type, profile)
+            received[tool, topic] = collect(ros_node, topic, msg_type, profile)
     assert spin_until(lambda: all(len(r) >= 2 for r in received.values()), 60.0), \
         {k: len(v) for k, v in received.items()}
 
