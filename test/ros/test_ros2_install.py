@@ -9,6 +9,7 @@ without either these tests skip. The cloud runs tiny random networks (plumbing, 
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -162,6 +163,13 @@ def test_demo_launch_brings_up_the_loop_and_masks_arrive(install_env, tiny_model
         assert _own_params(dumped['/demo1/controller']['ros__parameters']) == \
             shipped['/**/controller']['ros__parameters']
     finally:
+        # Ctrl-C in a terminal: SIGINT to the whole process group (launch and its nodes, which
+        # then get launch's own SIGINT too); every node must end without a traceback.
+        os.killpg(demo.proc.pid, signal.SIGINT)
+        try:
+            demo.proc.wait(timeout=20.0)
+        except subprocess.TimeoutExpired:
+            pass  # stop() ends it, and the log says why
         demo.stop(timeout_s=15.0)
     assert 'Traceback' not in demo.log(), demo.log()[-3000:]
 
