@@ -52,7 +52,8 @@ def test_killed_cloud_restarts_and_masks_resume_from_a_key_frame(
     masks = _timed(ros_node, '/f1/mask', Image, qos.IMAGE)
     frames = _timed(ros_node, '/f1/frames', EncodedFrame, qos.ENCODED_STREAM)
     key_requests = _timed(ros_node, '/f1/keyframe_request', Empty, qos.STATS)
-    assert spin_until(lambda: len(masks) >= 2, 60.0), cloud.log() + edge.log()
+    # Masks can come before this node has matched the new edge's writer: wait for both.
+    assert spin_until(lambda: len(masks) >= 2 and frames, 60.0), cloud.log() + edge.log()
     session = frames[-1][1].session_id
 
     cloud.proc.kill()  # kill -9: no clean shutdown, no goodbye to DDS
