@@ -45,8 +45,11 @@ def test_killed_cloud_restarts_and_masks_resume_from_a_key_frame(
         launch, ros_node, spin_until, tiny_models):
     cloud = _start_cloud(launch, tiny_models)
     assert wait_for_cloud(ros_node, cloud, '', 60.0), cloud.log()
+    # key_threshold 1: no key frame from the clip's cuts, so the new cloud joins mid-stream
+    # (else a cut's IDR could reach it first and it would rightly not ask for one).
     edge = launch(EDGE, namespace='/f1', params={'codec': 'h264', 'scale': 4,
-                                                 'useful_threshold': 0.0, 'max_rate_hz': 10.0})
+                                                 'useful_threshold': 0.0, 'key_threshold': 1.0,
+                                                 'max_rate_hz': 10.0})
     launch(REPLAY, namespace='/f1', params={'source': DEFAULT_CLIP, 'rate_hz': 10.0,
                                             'loop': True})
     masks = _timed(ros_node, '/f1/mask', Image, qos.IMAGE)
