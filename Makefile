@@ -24,10 +24,14 @@ $(VENV)/.stamp-deps: requirements.txt
 	$(PY) -c 'import rclpy, torch, av, simplejpeg, cv2, catkin_pkg, em, ament_package'
 	touch $@
 
-$(VENV)/.stamp-msgs: $(VENV)/.stamp-deps CMakeLists.txt package.xml $(wildcard msg/*.msg)
+# CMake installs into the venv what colcon installs into a workspace (the ament index entry,
+# share/cloudseg_ros/{launch,config,models,data}, lib/cloudseg_ros/<executables>, the interfaces),
+# so `ros2 run` / `ros2 launch` work on the venv too; only the Python sources come from pip.
+$(VENV)/.stamp-msgs: $(VENV)/.stamp-deps CMakeLists.txt cmake/drop_missing_include_dirs.cmake \
+    package.xml setup.cfg $(wildcard msg/*.msg launch/* config/* models/* data/demo/*)
 	mkdir -p build/msgs
 	export PATH=$(CURDIR)/$(VENV)/bin:$$PATH && cd build/msgs && \
-	  cmake $(CURDIR) -DCLOUDSEG_MSGS_ONLY=ON -DBUILD_TESTING=OFF \
+	  cmake $(CURDIR) -DCLOUDSEG_INSTALL_PYTHON=OFF -DBUILD_TESTING=OFF \
 	    -DCMAKE_PREFIX_PATH=$(CURDIR)/$(VENV) -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(VENV) \
 	    -DPYTHON_INSTALL_DIR=$(MSG_PY_DIR) -DPython3_EXECUTABLE=$(CURDIR)/$(PY) > cmake.log 2>&1 \
 	  || { tail -30 cmake.log; exit 1; }

@@ -22,9 +22,16 @@ def generate_launch_description():
                               description='Namespaces of the robots to serve (a YAML list).'),
         DeclareLaunchArgument('device', default_value='auto',
                               description="Torch device: auto, cpu, cuda, cuda:N."),
+        DeclareLaunchArgument('models_dir', default_value='',
+                              description="Folder of the weights ('' = the package's models/; "
+                              'cloudseg adapt writes such a folder).'),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description='Stamp with /clock time (e.g. ros2 bag play --clock).'),
         Node(package='cloudseg_ros', executable='cloud', name='cloud', output='screen',
              parameters=[LaunchConfiguration('params_file'), {
                  # A substitution in a parameter dict is read as YAML: "['/robot1']" is a list.
                  'robot_namespaces': LaunchConfiguration('robots'),
-                 'device': LaunchConfiguration('device')}]),
+                 'device': LaunchConfiguration('device'),
+                 'models_dir': LaunchConfiguration('models_dir'),
+                 'use_sim_time': LaunchConfiguration('use_sim_time')}]),
     ])

@@ -1,4 +1,4 @@
-"""Everything on one machine: replay camera -> edge -> cloud (-> controller), plus rviz.
+"""Everything on one machine: replay camera -> edge -> cloud -> controller, plus rviz.
 
 Example: ros2 launch cloudseg_ros demo.launch.py source:=/path/to/video.mp4 rviz:=true
 """
@@ -17,31 +17,40 @@ def generate_launch_description():
     """Robot and cloud launch files in one, with the bundled clip as the default camera."""
     share = get_package_share_directory('cloudseg_ros')
     namespace = LaunchConfiguration('namespace')
+    sim_time = LaunchConfiguration('use_sim_time')
     robot = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'robot.launch.py')),
         launch_arguments={'namespace': namespace, 'use_replay': 'true',
-                          'source': LaunchConfiguration('source')}.items())
+                          'source': LaunchConfiguration('source'),
+                          'use_controller': LaunchConfiguration('use_controller'),
+                          'use_sim_time': sim_time}.items())
+    # 'robot1' and '/robot1' both name the robot in the root namespace.
+    robots = PythonExpression(["str(['/' + '", namespace, "'.strip('/')])"])
     cloud = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'cloud.launch.py')),
-        launch_arguments={'robots': PythonExpression(["str(['/", namespace, "'])"]),
-                          'device': LaunchConfiguration('device')}.items())
+        launch_arguments={'robots': robots, 'device': LaunchConfiguration('device'),
+                          'models_dir': LaunchConfiguration('models_dir'),
+                          'use_sim_time': sim_time}.items())
     return LaunchDescription([
         DeclareLaunchArgument('namespace', default_value='robot1',
-                              description='Namespace of the demo robot.'),
+                              description='Namespace of the demo robot (robot1 = /robot1).'),
         DeclareLaunchArgument('source', description='Video file or image folder to replay.',
                               default_value=os.path.join(share, 'data', 'demo',
                                                          'camvid_val_15fps.mp4')),
         DeclareLaunchArgument('device', default_value='auto',
                               description='Torch device of the cloud node.'),
-        DeclareLaunchArgument('controller', default_value='true',
+        DeclareLaunchArgument('models_dir', default_value='',
+                              description="Weights of the cloud node ('' = the package's)."),
+        DeclareLaunchArgument('use_controller', default_value='true',
                               description='Run the adaptive controller.'),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description='Stamp with /clock time (e.g. ros2 bag play --clock).'),
         DeclareLaunchArgument('rviz', default_value='false', description='Start rviz2.'),
         robot,
         cloud,
-        Node(package='cloudseg_ros', executable='controller', name='controller',
-             namespace=namespace, condition=IfCondition(LaunchConfiguration('controller')),
-             parameters=[os.path.join(share, 'config', 'controller.yaml')]),
-        Node(package='rviz2', executable='rviz2', name='rviz2',
+        # In the robot's namespace: the rviz config names relative topics.
+        Node(package='rviz2', executable='rviz2', name='rviz2', namespace=namespace,
              arguments=['-d', os.path.join(share, 'config', 'cloudseg.rviz')],
+             parameters=[{'use_sim_time': sim_time}],
              condition=IfCondition(LaunchConfiguration('rviz'))),
     ])

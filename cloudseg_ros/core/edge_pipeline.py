@@ -71,6 +71,7 @@ class EdgeFrame:
     orig_width: int
     orig_height: int
     encode_ms: float        # select + downsample + encode
+    lowres: Optional[np.ndarray] = None  # the (H, W, 3) RGB image that was encoded
 
 
 class EdgePipeline:
@@ -138,7 +139,7 @@ class EdgePipeline:
                          codec=encoded.codec, scale=scale, width=small.shape[1],
                          height=small.shape[0], orig_width=rgb.shape[1],
                          orig_height=rgb.shape[0],
-                         encode_ms=(time.perf_counter() - start) * 1e3)
+                         encode_ms=(time.perf_counter() - start) * 1e3, lowres=small)
 
     @property
     def counts(self) -> Dict[FrameKind, int]:

@@ -151,7 +151,12 @@ def seq_delta(seq: int, last: int) -> int:
 
 
 class StreamReceiver:
-    """Per-robot decoder state and counters."""
+    """Per-robot decoder state and counters.
+
+    Frames are admitted on the node's receive thread and decoded on its decode lanes;
+    rejections are counted from those and from the inference thread (`count_rejected()`), so
+    that counter is behind a lock.
+    """
 
     def __init__(self, limits: Optional[ReceiveLimits] = None) -> None:
         self.limits = (limits or ReceiveLimits()).validate()
@@ -162,11 +167,11 @@ class StreamReceiver:
         self._last_seq: Optional[int] = None
         self._last_arrival_s: Optional[float] = None
         self.frames_in = 0
-        self.rejected = 0
+        self._rejected = 0
+        self._rejected_lock = threading.Lock()
         self.lost = 0
         self.bytes_total = 0
         self.backlog_dropped = 0  # admitted, then dropped before decoding (also in rejected)
-        self._count_lock = threading.Lock()
         self.sessions = 0  # session ids seen change (sender restarts)
         self.seq_jumps = 0  # sequence discontinuities without a session change
 
@@ -231,10 +236,15 @@ class StreamReceiver:
         self._skip_decoding(admitted.meta)
         return ReceiveError(reason, want_keyframe=admitted.meta.codec == 'h264')
 
+    @property
+    def rejected(self) -> int:
+        """Frames rejected so far, by this receiver or by later stages (`count_rejected`)."""
+        return self._rejected
+
     def count_rejected(self) -> None:
-        """Count one rejected frame (thread-safe: admit and decode may run on two threads)."""
-        with self._count_lock:
-            self.rejected += 1
+        """Count one rejected frame; safe from any thread."""
+        with self._rejected_lock:
+            self._rejected += 1
 
     @property
     def rate_limited(self) -> int:

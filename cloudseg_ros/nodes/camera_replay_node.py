@@ -54,7 +54,7 @@ class CameraReplayNode(Node):
         values = declare_params(self, PARAMS)
         self._frame_id = values['frame_id']
         self._recorded_stamps = values['recorded_stamps']
-        self._pub = self.create_publisher(Image, 'image_raw', qos.SENSOR)
+        self._pub = self.create_publisher(Image, 'image_raw', qos.IMAGE)
         self._count = 0
         self._source = None
         try:

@@ -113,7 +113,7 @@ class ControllerNode(Node):
         self.create_subscription(PipelineStats, 'edge_stats',
                                  self._guarded('edge_stats', self._on_edge_stats), qos.STATS)
         self.create_subscription(CompressedImage, 'mask/compressed',
-                                 self._guarded('mask', self._on_mask), qos.RESULT)
+                                 self._guarded('mask', self._on_mask), qos.SENSOR)
         self.create_timer(values['update_period_s'], self._guarded('update', self._on_timer))
         self.get_logger().info(
             f"controller: {len(self.profile.front)} profile entries from '{path}', retuning "

@@ -1,6 +1,7 @@
 """Robot-side node: frame selector + downsampler + encoder, publishing low-resolution frames.
 
-Subscribes `image_raw` (sensor_msgs/Image) and `keyframe_request` (std_msgs/Empty, from the
+Subscribes `image_raw` (sensor_msgs/Image, any encoding of core/encodings.py; or, with
+`transport:=compressed`, `image_raw/compressed`) and `keyframe_request` (std_msgs/Empty, from the
 cloud after it lost the H.264 stream); publishes `frames` (cloudseg_ros/EncodedFrame),
 `image_lowres/compressed` (JPEG, image_transport style, for rviz) and `edge_stats`.
 Never imports torch: a robot may not have it. The selector's rates and intervals run on the
@@ -14,7 +15,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
 
-from cloudseg_ros.core.codecs import CODECS, CodecError
+from cloudseg_ros.core.codecs import CODECS, CodecError, encode_jpeg
 from cloudseg_ros.core.edge_pipeline import (EdgeConfig, EdgeFrame, EdgePipeline,
                                              KEY_REQUEST_MIN_INTERVAL_S)
 from cloudseg_ros.core.imageops import ImageError
@@ -22,8 +23,8 @@ from cloudseg_ros.core.selector import FrameKind
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.clock import SimClockWatch
-from cloudseg_ros.ros.conversions import (compressed_msg, copy_header, image_msg_to_rgb,
-                                          stamp_to_s)
+from cloudseg_ros.ros.conversions import (compressed_msg, compressed_msg_to_rgb, copy_header,
+                                          image_msg_to_rgb, stamp_to_s)
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
@@ -32,6 +33,8 @@ from cloudseg_ros.ros.zenoh_uplink import UPLINK_PARAMS, edge_frames_publisher
 # image_transport's format string: original encoding; codec; what the decoder returns (OpenCV
 # decodes to BGR, which shows the right colours), so rviz and republish read it as a camera's.
 JPEG_FORMAT = 'rgb8; jpeg compressed bgr8'
+PREVIEW_JPEG_QUALITY = 80  # preview of H.264 frames only
+TRANSPORTS = ('raw', 'compressed')
 
 PARAMS = (
     ParamSpec('scale', 4, 'Downsampling factor before encoding (frame side / scale).', 1, 4),
@@ -49,8 +52,15 @@ PARAMS = (
     ParamSpec('probe_interval_s', 0.0,
               'Send one full-resolution JPEG probe frame this often for the accuracy watchdog, '
               'seconds (0 = off).', 0.0, 3600.0),
+    ParamSpec('transport', 'raw',
+              'How the camera is read (image_transport style): raw subscribes image_raw '
+              '(sensor_msgs/Image), compressed subscribes image_raw/compressed (JPEG or PNG '
+              'sensor_msgs/CompressedImage), for cameras that only publish compressed.',
+              choices=TRANSPORTS, read_only=True),
     ParamSpec('publish_compressed', True,
-              'Also publish JPEG frames as sensor_msgs/CompressedImage for rviz.'),
+              'Also publish the sent low-resolution frames as JPEG on image_lowres/compressed '
+              '(sensor_msgs/CompressedImage, for rviz; H.264 frames are re-encoded while '
+              'someone subscribes).'),
     # Read-only: whoever may set parameters must not lift a resource bound at run time.
     ParamSpec('max_input_pixels', 3840 * 2160,
               'Largest camera image (width x height), pixels; larger images, and messages '
@@ -99,11 +109,14 @@ class EdgeNode(Node):
         guard = CallbackGuard(self.get_logger())
         self._frames_pub = edge_frames_publisher(self, guard, values)  # DDS or zenoh
         self._jpeg_pub = self.create_publisher(CompressedImage, 'image_lowres/compressed',
-                                               qos.SENSOR)
+                                               qos.IMAGE)
         self._stats_pub = self.create_publisher(PipelineStats, 'edge_stats', qos.STATS)
-        self.create_subscription(Image, 'image_raw',
-                                 guard.wrap('image', self._on_image, self._count_rejected),
-                                 qos.SENSOR)
+        on_image = guard.wrap('image', self._on_image, self._count_rejected)
+        if values['transport'] == 'compressed':
+            self.create_subscription(CompressedImage, 'image_raw/compressed', on_image,
+                                     qos.SENSOR)
+        else:
+            self.create_subscription(Image, 'image_raw', on_image, qos.SENSOR)
         self.create_subscription(Empty, 'keyframe_request',
                                  guard.wrap('keyframe request', self._on_key_request), qos.STATS)
         self._binder = ParamBinder(self, PARAMS, values, EdgeSettings.from_values, self._apply)
@@ -143,7 +156,7 @@ class EdgeNode(Node):
         self._frames_in += 1
         now_s = time.monotonic()
         try:
-            rgb = image_msg_to_rgb(msg, max_pixels=self.settings.max_input_pixels)
+            rgb = self._to_rgb(msg)
             frames = [self.pipeline.process(rgb, now_s)]
             if self._probe_due(now_s):
                 # The cloud compares the probe with the mask of the same image sent as usual,
@@ -158,6 +171,13 @@ class EdgeNode(Node):
         for frame in frames:
             if frame is not None:
                 self._publish(msg, frame)
+
+    def _to_rgb(self, msg):
+        max_pixels = self.settings.max_input_pixels
+        if isinstance(msg, CompressedImage):
+            # A JPEG/PNG holds at most ~8 bytes per pixel of what it declares; more is junk.
+            return compressed_msg_to_rgb(msg, max_pixels, max_bytes=8 * max_pixels)
+        return image_msg_to_rgb(msg, max_pixels=max_pixels)
 
     def _probe_due(self, now_s: float) -> bool:
         interval_s = self.settings.probe_interval_s
@@ -176,10 +196,21 @@ class EdgeNode(Node):
                            codec=frame.codec, keyframe=frame.keyframe)
         out.data = frame.data
         self._frames_pub.publish(out)
-        viewable = frame.codec == 'jpeg' and frame.kind != FrameKind.PROBE
-        if viewable and self.settings.publish_compressed:
-            self._jpeg_pub.publish(compressed_msg(out.header, JPEG_FORMAT, frame.data))
+        if self.settings.publish_compressed and frame.kind != FrameKind.PROBE:
+            self._publish_preview(out.header, frame)
         self._stats_pub.publish(self._stats(out, frame))
+
+    def _publish_preview(self, header, frame: EdgeFrame) -> None:
+        """The sent low-resolution image as JPEG (rviz, image_transport's compressed)."""
+        if frame.codec == 'jpeg':
+            data = frame.data  # what went up the link, as it went
+        elif self._jpeg_pub.get_subscription_count() > 0 and frame.lowres is not None:
+            # An H.264 frame is not viewable on its own: encode the same image as JPEG,
+            # only while someone watches (~0.3 ms at 120x90).
+            data = encode_jpeg(frame.lowres, PREVIEW_JPEG_QUALITY)
+        else:
+            return
+        self._jpeg_pub.publish(compressed_msg(header, JPEG_FORMAT, data))
 
     def _stats(self, out: EncodedFrame, frame: EdgeFrame) -> PipelineStats:
         counts = self.pipeline.counts

@@ -1,4 +1,4 @@
-"""Conversions between ROS messages and numpy arrays (our own cv_bridge: none on PyPI).
+"""Conversions between ROS messages and numpy arrays (cv_bridge when importable, else ours).
 
 Everything here raises `ImageError` with a reason a user can act on; nodes log it throttled
 and keep running.
@@ -10,31 +10,38 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from cloudseg_ros.core import encodings
 from cloudseg_ros.core.imageops import ImageError, validate_rgb
 from cloudseg_ros.core.peer_input import printable
 
-# encoding -> (channels, index order that turns the pixel into RGB, or None for mono)
-_ENCODINGS = {
-    'rgb8': (3, None),
-    'bgr8': (3, [2, 1, 0]),
-    'rgba8': (4, [0, 1, 2]),
-    'bgra8': (4, [2, 1, 0]),
-    'mono8': (1, None),
-}
-SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
-MAX_BYTES_PER_PIXEL = max(channels for channels, _ in _ENCODINGS.values())
+SUPPORTED_ENCODINGS = encodings.SUPPORTED_ENCODINGS
+MAX_BYTES_PER_PIXEL = encodings.MAX_BYTES_PER_PIXEL
+
+
+def _cv_bridge():
+    """cv_bridge's CvBridge on a ROS install that has it, else None (the PyPI wheels)."""
+    try:
+        from cv_bridge import CvBridge, CvBridgeError
+    except ImportError:
+        return None
+    return CvBridge(), CvBridgeError
+
+
+CV_BRIDGE = _cv_bridge()
 
 
 def image_msg_to_rgb(msg: Image, max_side: int = 8192,
                      max_pixels: int = 8192 * 8192) -> np.ndarray:
-    """Return the image as a contiguous uint8 (H, W, 3) RGB array; mono8 is replicated.
+    """Return the image as a contiguous uint8 (H, W, 3) RGB array.
 
-    Images over `max_side` or `max_pixels` (width x height), and messages holding more data than
-    a `max_pixels` image of the widest encoding could, are refused before anything is copied.
+    Encodings: core/encodings.py's (rgb8, bgr8, rgba8, bgra8, mono8, mono16, yuv422_yuy2,
+    yuv422, bayer_*8, bayer_*16). Images over `max_side` or `max_pixels` (width x height), and
+    messages holding more data than a `max_pixels` image of the widest encoding could, are
+    refused before anything is copied. Where cv_bridge is importable it converts the 8-bit
+    encodings; 16-bit ones always go through core/encodings.py, which scales them to 8 bits
+    (cv_bridge would saturate them).
     """
-    if msg.encoding not in _ENCODINGS:
-        raise ImageError(f"unsupported encoding '{printable(msg.encoding)}' "
-                         f"(supported: {', '.join(SUPPORTED_ENCODINGS)})")
+    bytes_per_pixel = encodings.bytes_per_pixel(msg.encoding)
     if msg.width == 0 or msg.height == 0:
         raise ImageError(f'empty image {msg.width}x{msg.height}')
     if max(msg.width, msg.height) > max_side:
@@ -44,20 +51,32 @@ def image_msg_to_rgb(msg: Image, max_side: int = 8192,
     if len(msg.data) > max_pixels * MAX_BYTES_PER_PIXEL:
         raise ImageError(f'{len(msg.data)} data bytes exceed what a {max_pixels} pixel image '
                          f'holds ({max_pixels * MAX_BYTES_PER_PIXEL})')
-    channels, order = _ENCODINGS[msg.encoding]
-    row_bytes = msg.width * channels
+    row_bytes = msg.width * bytes_per_pixel
     if msg.step < row_bytes or len(msg.data) < msg.step * msg.height:
         raise ImageError(f'{msg.encoding} image {msg.width}x{msg.height}: step {msg.step} and '
                          f'{len(msg.data)} data bytes do not hold {row_bytes} bytes x '
                          f'{msg.height} rows')
+    if CV_BRIDGE is not None and '16' not in msg.encoding:
+        bridge, bridge_error = CV_BRIDGE
+        try:
+            return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8'))
+        except bridge_error as err:
+            raise ImageError(f'cv_bridge: {printable(str(err))}') from None
     buf = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height)
-    pixels = buf.reshape(msg.height, msg.step)[:, :row_bytes]
-    pixels = pixels.reshape(msg.height, msg.width, channels)
-    if channels == 1:
-        return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))
-    if order is not None:
-        pixels = pixels[:, :, order]
-    return np.ascontiguousarray(pixels)
+    return encodings.rows_to_rgb(buf.reshape(msg.height, msg.step), msg.width, msg.encoding,
+                                 bool(msg.is_bigendian))
+
+
+def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int = 8192 * 8192,
+                          max_bytes: int = 64 << 20) -> np.ndarray:
+    """Decode an image_transport compressed image (JPEG or PNG) to uint8 (H, W, 3) RGB.
+
+    Refused before decoding: more than `max_bytes` of data, or a header declaring more than
+    `max_pixels`.
+    """
+    if len(msg.data) > max_bytes:
+        raise ImageError(f'{len(msg.data)} bytes of compressed image exceed {max_bytes}')
+    return encodings.decode_compressed(bytes(msg.data), max_pixels)
 
 
 def rgb_to_image_msg(rgb: np.ndarray, header: Header) -> Image:

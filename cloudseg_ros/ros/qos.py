@@ -1,12 +1,20 @@
 """Named QoS profiles: every publisher and subscription in the package uses one of these.
 
-- SENSOR: camera images and encoded frames. Best effort, keep last 1: a late frame is worth
-  nothing, and a depth-1 queue drops stale frames instead of building latency.
+They follow REP-2003: publishers of sensor data (images) are reliable, subscribers to them best
+effort, so every subscriber receives: rviz2 (reliable by default), rosbag2 (which asks for
+reliable when every publisher offers it) and `ros2 topic` (sensor data). The uplink (`frames`)
+is the deliberate exception, best effort on both ends (ENCODED_STREAM).
+
+- IMAGE: publishers of images: the camera (`image_raw`), the uplink preview
+  (`image_lowres/compressed`) and the masks (`mask`, `mask_color`, `mask/compressed`).
+  Reliable keep-last-1: reliable and best-effort subscribers both receive, and a slow reliable
+  one gets the newest image, never a backlog.
+- SENSOR: subscriptions to images (the sensor-data profile with a depth-1 queue). Best effort,
+  keep last 1: a late frame is worth nothing, and a depth-1 queue drops stale frames instead
+  of building latency.
 - ENCODED_STREAM: encoded frames on the uplink. Best effort, but depth 5: an H.264 decoder needs
   every frame of its reference chain, so the cloud decodes each one as it arrives and drops
   stale frames itself, after decoding (see core/frame_slots.py).
-- RESULT: masks going back to the robot. Reliable keep-last-1, so both best-effort (rviz's
-  sensor setting) and reliable (rviz's default) subscribers receive them, with no backlog.
 - STATS: per-frame statistics and control messages (key-frame requests). Reliable, depth 10.
 - STATUS: latched state (controller decision). Reliable, transient local, depth 1, so a late
   subscriber (rviz, a plot) gets the last value at once.
@@ -21,9 +29,9 @@ ENCODED_STREAM = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                             reliability=ReliabilityPolicy.BEST_EFFORT,
                             durability=DurabilityPolicy.VOLATILE)
 
-RESULT = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                    reliability=ReliabilityPolicy.RELIABLE,
-                    durability=DurabilityPolicy.VOLATILE)
+IMAGE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                   reliability=ReliabilityPolicy.RELIABLE,
+                   durability=DurabilityPolicy.VOLATILE)
 
 STATS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                    reliability=ReliabilityPolicy.RELIABLE,

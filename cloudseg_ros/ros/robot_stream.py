@@ -28,10 +28,10 @@ class RobotStream:
         self.recent_masks = OrderedDict()  # acquisition stamp (ns) -> mask
         self.recent_frames = OrderedDict()  # acquisition stamp (ns) -> DecodedFrame
         self.key_requests = TokenBucket(key_request_hz)
-        self.mask_pub = node.create_publisher(Image, prefix + 'mask', qos.RESULT)
-        self.color_pub = node.create_publisher(Image, prefix + 'mask_color', qos.RESULT)
+        self.mask_pub = node.create_publisher(Image, prefix + 'mask', qos.IMAGE)
+        self.color_pub = node.create_publisher(Image, prefix + 'mask_color', qos.IMAGE)
         self.png_pub = node.create_publisher(CompressedImage, prefix + 'mask/compressed',
-                                             qos.RESULT)
+                                             qos.IMAGE)
         self.stats_pub = node.create_publisher(PipelineStats, prefix + 'cloud_stats', qos.STATS)
         self.key_pub = node.create_publisher(Empty, prefix + 'keyframe_request', qos.STATS)
         self.sub = node.create_subscription(

@@ -2,6 +2,7 @@
 
 Works on Humble, Jazzy and Kilted (`try_shutdown`, ExternalShutdownException).
 """
+import signal
 from typing import Callable, Optional
 
 import rclpy
@@ -24,5 +25,8 @@ def run_node(make_node: Callable[[], Node], args=None,
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C on `ros2 launch` reaches a node twice (the terminal's process group, then
+        # launch's own SIGINT): a second one during clean-up would only print a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.destroy_node()
         rclpy.try_shutdown()

@@ -38,7 +38,7 @@ from cloudseg_ros.ros.params import ParamSpec
 TRANSPORTS = ('dds', 'zenoh')
 DRAIN_PERIOD_S = 0.005  # how often received zenoh samples are handed to the node
 # Downlink: (relative topic, type, QoS), as the cloud publishes them (ros/robot_stream.py).
-DOWNLINK = (('mask/compressed', CompressedImage, qos.RESULT),
+DOWNLINK = (('mask/compressed', CompressedImage, qos.IMAGE),
             ('cloud_stats', PipelineStats, qos.STATS),
             ('keyframe_request', Empty, qos.STATS))
 # Stream publishers that also go down, by RobotStream attribute, in DOWNLINK's order.

@@ -156,7 +156,7 @@ class FleetCollector(Node):
                 self.create_subscription(
                     msg_type, f'{ns}/{topic}',
                     lambda msg, ns=ns, output=output: self._on_output(ns, output, msg),
-                    qos.RESULT)
+                    qos.SENSOR)
             self.create_subscription(PipelineStats, f'{ns}/cloud_stats',
                                      lambda msg, ns=ns: self.last_stats.__setitem__(ns, msg),
                                      qos.STATS)

@@ -29,7 +29,7 @@ class StreamMonitor(Node):
         self._start_s = self._now_s()
         self.create_subscription(PipelineStats, 'edge_stats', self._on_edge, qos.STATS)
         self.create_subscription(PipelineStats, 'cloud_stats', self._on_cloud, qos.STATS)
-        self.create_subscription(Image, 'mask_color', self._on_overlay, qos.RESULT)
+        self.create_subscription(Image, 'mask_color', self._on_overlay, qos.IMAGE)
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

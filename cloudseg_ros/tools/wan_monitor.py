@@ -65,7 +65,7 @@ class WanMonitor(Node):
         self._estimate = math.nan
         self.create_subscription(PipelineStats, 'edge_stats', self._on_edge, qos.STATS)
         self.create_subscription(PipelineStats, 'cloud_stats', self._on_cloud, qos.STATS)
-        self.create_subscription(CompressedImage, 'mask/compressed', self._on_mask, qos.RESULT)
+        self.create_subscription(CompressedImage, 'mask/compressed', self._on_mask, qos.IMAGE)
         self.create_subscription(ControllerState, 'controller_state', self._on_state,
                                  qos.STATUS)
         self.create_timer(0.25, self._flush)

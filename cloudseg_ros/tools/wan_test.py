@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from cloudseg_ros.core.profile import ProfileEntry, StreamConfig, save_profile
 from cloudseg_ros.core.sources import SourceError, open_source
 from cloudseg_ros.paths import package_file
 from cloudseg_ros.tools import wan_report as report
+from cloudseg_ros.tools.processes import LoggedProcess, param_text
 from cloudseg_ros.tools.wan_link import (CLOUD_IP, ROBOT_IP, LinkError, WanLink,
                                          privileges_problem, remove_stale_namespaces)
 
@@ -148,6 +148,13 @@ def pick_ladder(measured: Sequence[Tuple[float, StreamConfig]],
             for rank, (kbps, config) in enumerate(chain)]
 
 
+def _tiny_models(folder: str) -> str:
+    """Random-init ICNet and CARN-M (aware and base) for the ladder's scales: fast on CPU."""
+    from cloudseg_ros.inference import model_files
+    return model_files.write_tiny_models(folder, scales=LADDER_SR_SCALES,
+                                         variants=('aware', 'base'))
+
+
 def resolve_models(args: argparse.Namespace, work_dir: str) -> Tuple[str, str]:
     """(weights folder, description): --models, the package's models/ on CUDA, else tiny ones.
 
@@ -158,7 +165,7 @@ def resolve_models(args: argparse.Namespace, work_dir: str) -> Tuple[str, str]:
     if args.models:
         return args.models, f'{args.models} ({args.sr_variant})'
     if not args.device.startswith('cuda'):
-        return write_tiny_models(work_dir), 'tiny random-init networks (CPU)'
+        return _tiny_models(work_dir), 'tiny random-init networks (CPU)'
     shipped = model_files.default_models_dir()
     have_sr = (args.sr_variant == 'bilinear'
                or set(model_files.sr_checkpoints(shipped, args.sr_variant))
@@ -166,44 +173,15 @@ def resolve_models(args: argparse.Namespace, work_dir: str) -> Tuple[str, str]:
     if os.path.isfile(model_files.seg_checkpoint(shipped)) and have_sr:
         return shipped, f'{shipped} ({args.sr_variant})'
     wanted = '/'.join(f'x{s}' for s in LADDER_SR_SCALES)
-    return write_tiny_models(work_dir), f'tiny random-init networks (no trained SR {wanted} found)'
-
-
-def write_tiny_models(folder: str) -> str:
-    """Random-init ICNet and CARN-M for the ladder's scales at test size: fast on CPU."""
-    from dataclasses import asdict
-
-    import torch
-
-    from cloudseg_ros.nets.carn import CARNConfig
-    from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
-    from cloudseg_ros.nets.icnet import ICNetConfig
-    torch.manual_seed(0)
-    seg = ICNetConfig(width=8)
-    save_checkpoint(os.path.join(folder, 'seg_icnet.pt'), build_model('icnet', seg), 'icnet',
-                    asdict(seg))
-    for scale in LADDER_SR_SCALES:
-        sr = CARNConfig(scale=scale, channels=8, mobile=True)
-        for suffix in ('_aware', ''):  # whichever --sr-variant asks for
-            save_checkpoint(os.path.join(folder, f'sr_carnm_x{scale}{suffix}.pt'),
-                            build_model('carn', sr), 'carn', asdict(sr))
-    return folder
+    return _tiny_models(work_dir), f'tiny random-init networks (no trained SR {wanted} found)'
 
 
 # --------------------------------------------------------------------------- the processes
-def _param_text(value) -> str:
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    if isinstance(value, (list, tuple)):
-        return '[' + ', '.join(f"'{v}'" for v in value) + ']'
-    return str(value)
-
-
 def ros_args(params: Dict, namespace: str = NAMESPACE) -> List[str]:
     """`--ros-args -p name:=value ... -r __ns:=namespace` for a node's command line."""
     args = ['--ros-args', '-r', f'__ns:={namespace}']
     for name, value in params.items():
-        args += ['-p', f'{name}:={_param_text(value)}']
+        args += ['-p', f'{name}:={param_text(value)}']
     return args
 
 
@@ -226,46 +204,18 @@ def dds_env(peer_ip: str, domain_id: int, log_dir: str) -> Dict[str, str]:
     return env
 
 
-class NsProcess:
+def ns_process(prefix: List[str], module: str, args: List[str], log_dir: str,
+               env: Dict[str, str]) -> LoggedProcess:
     """One module (`python -m`) in its own process inside a network namespace.
 
-    The shape of tools/processes.NodeProcess, with an `ip netns exec` prefix; `ip netns exec`
-    exec()s the command, so signals reach Python directly.
+    `ip netns exec` exec()s the command, so SIGINT from `stop()` reaches Python directly.
     """
-
-    def __init__(self, prefix: List[str], module: str, args: List[str], log_dir: str,
-                 env: Dict[str, str]) -> None:
-        self.name = module.rsplit('.', 1)[-1]
-        self.log_path = os.path.join(log_dir, self.name + '.log')
-        self._log = open(self.log_path, 'w')
-        self.proc = subprocess.Popen(prefix + [sys.executable, '-m', module, *args],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
-
-    def alive(self) -> bool:
-        """Whether the process still runs."""
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        """Everything it printed so far (also after stop())."""
-        if not self._log.closed:
-            self._log.flush()
-        with open(self.log_path, errors='replace') as stream:
-            return stream.read()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """SIGINT (clean rclpy shutdown), then SIGKILL if it does not exit in time."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+    return LoggedProcess(prefix + [sys.executable, '-m', module, *args], log_dir,
+                         module.rsplit('.', 1)[-1], base_env=env, own_group=False)
 
 
 def start_processes(link: WanLink, args: argparse.Namespace, profile_path: str,
-                    models_dir: str, monitor_path: str, log_dir: str) -> List[NsProcess]:
+                    models_dir: str, monitor_path: str, log_dir: str) -> List[LoggedProcess]:
     """Cloud in the cloud namespace; monitor, controller, edge and camera in the robot's."""
     domain_id = 1 + os.getpid() % 100  # the namespaces isolate runs anyway
     cloud_env = dds_env(ROBOT_IP, domain_id, log_dir)
@@ -286,7 +236,7 @@ def start_processes(link: WanLink, args: argparse.Namespace, profile_path: str,
             (robot, NODES + 'camera_replay_node', ros_args(
                 {'source': os.path.abspath(args.input), 'rate_hz': CAMERA_HZ, 'loop': True}),
              robot_env)):
-        started.append(NsProcess(prefix, module, argv, log_dir, env))
+        started.append(ns_process(prefix, module, argv, log_dir, env))
     return started
 
 
@@ -315,7 +265,7 @@ class RunFailed(RuntimeError):
     """The run cannot go on (a node died, nothing came back); the message says why."""
 
 
-def check_alive(processes: Sequence[NsProcess]) -> None:
+def check_alive(processes: Sequence[LoggedProcess]) -> None:
     """Raise RunFailed with the last output of a process that exited."""
     for process in processes:
         if not process.alive():
@@ -323,7 +273,7 @@ def check_alive(processes: Sequence[NsProcess]) -> None:
                             f'{process.log()[-3000:]}')
 
 
-def wait_for_first_mask(monitor: MonitorFile, processes: Sequence[NsProcess],
+def wait_for_first_mask(monitor: MonitorFile, processes: Sequence[LoggedProcess],
                         timeout_s: float) -> float:
     """Seconds until the first mask came back over the link (discovery + model loading)."""
     start = time.monotonic()
@@ -338,7 +288,7 @@ def wait_for_first_mask(monitor: MonitorFile, processes: Sequence[NsProcess],
 
 
 def run_phases(link: WanLink, args: argparse.Namespace, monitor: MonitorFile,
-               processes: Sequence[NsProcess], run: Dict) -> None:
+               processes: Sequence[LoggedProcess], run: Dict) -> None:
     """Step the uplink through `rates`, then each outage and its recovery, printing each second.
 
     Appends to run['phases'] (and the tbf counters at each phase's end to run['uplink_tbf'])
@@ -384,7 +334,7 @@ def _print_new_rows(monitor: MonitorFile, phases: Sequence[report.Phase], printe
     return printed
 
 
-def profile_errors(processes: Sequence[NsProcess]) -> List[str]:
+def profile_errors(processes: Sequence[LoggedProcess]) -> List[str]:
     """Name the processes whose Fast DDS profile failed to load (they fell back to multicast)."""
     return [p.name for p in processes if 'XMLPARSER' in p.log()]
 
@@ -455,7 +405,7 @@ def stream_over_link(args: argparse.Namespace, link: WanLink, profile_path: str,
     if os.path.exists(monitor.path):
         os.remove(monitor.path)
     run: Dict = {'phases': [], 'failures': [], 'uplink_tbf': []}
-    processes: List[NsProcess] = []
+    processes: List[LoggedProcess] = []
     try:
         processes = start_processes(link, args, profile_path, models_dir, monitor.path, log_dir)
         print(f'waiting for the first mask over the link (<= {args.startup_timeout_s:.0f} s)',

@@ -14,9 +14,11 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # Iron and newer
 os.environ['ROS_LOCALHOST_ONLY'] = '1'  # Humble
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 
+import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 
 from cloudseg_ros.tools.processes import NodeProcess  # noqa: E402
+from ros2_tools import ros2_tools_env  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'camvid11')
@@ -58,3 +60,26 @@ def spin_until(ros_node):
                 return True
         return False
     return _spin_until
+
+
+@pytest.fixture(scope='session')
+def ros2_env():
+    """Environment with `ros2` and launch (a ROS install's, or ../shared/ros2's, cached)."""
+    env, why_not = ros2_tools_env()
+    if env is None:
+        pytest.skip(why_not)
+    return env
+
+
+def collect(node, topic, msg_type, qos_profile):
+    """Subscribe `node` to `topic`; return the list the received messages are appended to."""
+    received = []
+    node.create_subscription(msg_type, topic, received.append, qos_profile)
+    return received
+
+
+def moving_scene(t: int, width: int = 480, height: int = 360) -> np.ndarray:
+    """A moving synthetic RGB scene, different every frame `t`."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.stack([(xx + 7 * t) % 256, (yy + 3 * t) % 256, (xx + yy) % 256], axis=2)
+    return img.astype(np.uint8)

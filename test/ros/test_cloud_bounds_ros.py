@@ -43,7 +43,7 @@ def test_sim_time_without_clock_warns_and_rate_limit_drops(
                                                  'useful_threshold': 0.0, 'max_rate_hz': 60.0})
     pub = ros_node.create_publisher(Image, '/s1/image_raw', qos.SENSOR)
     masks, stats = [], []
-    ros_node.create_subscription(Image, '/s1/mask', masks.append, qos.RESULT)
+    ros_node.create_subscription(Image, '/s1/mask', masks.append, qos.IMAGE)
     ros_node.create_subscription(PipelineStats, '/s1/cloud_stats', stats.append, qos.STATS)
     t = 0
 

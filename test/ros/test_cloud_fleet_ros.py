@@ -27,7 +27,7 @@ class FakeRobot:
         self.pub = node.create_publisher(EncodedFrame, f'{namespace}/frames',
                                          qos.ENCODED_STREAM)
         self.masks, self.stats = [], []
-        node.create_subscription(Image, f'{namespace}/mask', self.masks.append, qos.RESULT)
+        node.create_subscription(Image, f'{namespace}/mask', self.masks.append, qos.SENSOR)
         node.create_subscription(PipelineStats, f'{namespace}/cloud_stats', self.stats.append,
                                  qos.STATS)
         self.node, self.scale, self.seq = node, scale, itertools.count(1)

@@ -17,22 +17,11 @@ from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import image_msg_to_rgb
 
+from conftest import collect, moving_scene  # noqa: E402
+
 torch = pytest.importorskip('torch')
 CLOUD = 'cloudseg_ros.nodes.cloud_node'
 EDGE = 'cloudseg_ros.nodes.edge_node'
-
-
-def _collect(node, topic, msg_type, qos_profile):
-    received = []
-    node.create_subscription(msg_type, topic, received.append, qos_profile)
-    return received
-
-
-def _scene(t):
-    """A moving synthetic 480x360 scene, different every frame."""
-    yy, xx = np.mgrid[0:360, 0:480]
-    img = np.stack([(xx + 7 * t) % 256, (yy + 3 * t) % 256, (xx + yy) % 256], axis=2)
-    return img.astype(np.uint8)
 
 
 def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin_until,
@@ -41,10 +30,10 @@ def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin
                                   'device': 'cpu'})
     edge = launch(EDGE, namespace='/c1', params={'useful_threshold': 0.0, 'scale': 4})
     pub = ros_node.create_publisher(Image, '/c1/image_raw', qos.SENSOR)
-    masks = _collect(ros_node, '/c1/mask', Image, qos.RESULT)
-    colors = _collect(ros_node, '/c1/mask_color', Image, qos.RESULT)
-    pngs = _collect(ros_node, '/c1/mask/compressed', CompressedImage, qos.RESULT)
-    stats = _collect(ros_node, '/c1/cloud_stats', PipelineStats, qos.STATS)
+    masks = collect(ros_node, '/c1/mask', Image, qos.IMAGE)
+    colors = collect(ros_node, '/c1/mask_color', Image, qos.IMAGE)
+    pngs = collect(ros_node, '/c1/mask/compressed', CompressedImage, qos.IMAGE)
+    stats = collect(ros_node, '/c1/cloud_stats', PipelineStats, qos.STATS)
     sent_stamps = set()
     t = 0
 
@@ -55,7 +44,7 @@ def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin
         sent_stamps.add((stamp.sec, stamp.nanosec))
         msg = Image(header=Header(stamp=stamp, frame_id='cam'), width=480, height=360,
                     encoding='rgb8', step=480 * 3)
-        msg.data = _scene(t).tobytes()
+        msg.data = moving_scene(t).tobytes()
         pub.publish(msg)
         # The PNG and the raw mask of one frame are separate topics: either may arrive first.
         return len(masks) >= 2 and colors and stats and _same_stamp(pngs, masks)
@@ -99,15 +88,15 @@ def test_corrupt_payload_rejected_then_next_frame_served(launch, ros_node, spin_
     cloud = launch(CLOUD, params={'robot_namespaces': ['/c2'], 'models_dir': tiny_models,
                                   'device': 'cpu'})
     pub = ros_node.create_publisher(EncodedFrame, '/c2/frames', qos.ENCODED_STREAM)
-    masks = _collect(ros_node, '/c2/mask', Image, qos.RESULT)
-    stats = _collect(ros_node, '/c2/cloud_stats', PipelineStats, qos.STATS)
+    masks = collect(ros_node, '/c2/mask', Image, qos.IMAGE)
+    stats = collect(ros_node, '/c2/cloud_stats', PipelineStats, qos.STATS)
     jpeg = FrameEncoder('jpeg')
     seq = 0
 
     def send(**kwargs):
         nonlocal seq
         seq += 1
-        pub.publish(_encoded(seq, _scene(seq), jpeg, **kwargs))
+        pub.publish(_encoded(seq, moving_scene(seq), jpeg, **kwargs))
 
     assert spin_until(lambda: send() or bool(masks), 60.0), cloud.log()
     send(data=b'\xff\xd8 not a jpeg at all')
@@ -123,10 +112,10 @@ def test_h264_loss_asks_for_keyframe(launch, ros_node, spin_until, tiny_models):
     cloud = launch(CLOUD, params={'robot_namespaces': ['/c3'], 'models_dir': tiny_models,
                                   'device': 'cpu'})
     pub = ros_node.create_publisher(EncodedFrame, '/c3/frames', qos.ENCODED_STREAM)
-    requests = _collect(ros_node, '/c3/keyframe_request', Empty, qos.STATS)
-    masks = _collect(ros_node, '/c3/mask', Image, qos.RESULT)
+    requests = collect(ros_node, '/c3/keyframe_request', Empty, qos.STATS)
+    masks = collect(ros_node, '/c3/mask', Image, qos.IMAGE)
     h264 = FrameEncoder('h264')
-    frames = [_encoded(i + 1, _scene(i), h264) for i in range(40)]
+    frames = [_encoded(i + 1, moving_scene(i), h264) for i in range(40)]
     assert frames[0].keyframe and not frames[1].keyframe
     assert spin_until(lambda: pub.get_subscription_count() > 0, 30.0), cloud.log()
     # Join mid-stream (no IDR yet): the cloud must ask for a key frame.
@@ -143,14 +132,14 @@ def test_single_hostile_frames_do_not_stop_the_cloud(launch, ros_node, spin_unti
     cloud = launch(CLOUD, params={'robot_namespaces': ['/c4'], 'models_dir': tiny_models,
                                   'device': 'cpu'})
     pub = ros_node.create_publisher(EncodedFrame, '/c4/frames', qos.ENCODED_STREAM)
-    masks = _collect(ros_node, '/c4/mask', Image, qos.RESULT)
-    stats = _collect(ros_node, '/c4/cloud_stats', PipelineStats, qos.STATS)
+    masks = collect(ros_node, '/c4/mask', Image, qos.IMAGE)
+    stats = collect(ros_node, '/c4/cloud_stats', PipelineStats, qos.STATS)
     jpeg = FrameEncoder('jpeg')
     seqs = itertools.count(1)
 
     def frame(**kwargs):
         seq = next(seqs)
-        return _encoded(seq, _scene(seq), jpeg, **kwargs)
+        return _encoded(seq, moving_scene(seq), jpeg, **kwargs)
 
     assert spin_until(lambda: pub.publish(frame()) or bool(masks), 60.0), cloud.log()
     # The top sequence number twice, ordinary frames between: the loss counter used to overflow

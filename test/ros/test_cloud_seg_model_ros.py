@@ -42,8 +42,8 @@ def test_cloud_serves_masks_of_a_user_model_in_its_colours(launch, ros_node, spi
                                   'device': 'cpu', 'overlay_alpha': 1.0})
     pub = ros_node.create_publisher(EncodedFrame, '/b1/frames', qos.ENCODED_STREAM)
     masks, colors = [], []
-    ros_node.create_subscription(Image, '/b1/mask', masks.append, qos.RESULT)
-    ros_node.create_subscription(Image, '/b1/mask_color', colors.append, qos.RESULT)
+    ros_node.create_subscription(Image, '/b1/mask', masks.append, qos.IMAGE)
+    ros_node.create_subscription(Image, '/b1/mask_color', colors.append, qos.IMAGE)
     rgb = np.zeros((120, 160, 3), np.uint8)
     rgb[:, :80, 0] = 255  # left half bright red, right half black
     encoder = FrameEncoder('jpeg')

@@ -1,4 +1,8 @@
-"""Robot side over real DDS: replay -> edge -> a subscriber, live parameters, bad input."""
+"""Robot side over real DDS: replay -> edge -> a subscriber, live parameters, bad input.
+
+The replay camera plays the bundled demo clip (480x360, from CamVid val), so nothing here needs
+the CamVid data set.
+"""
 import os
 
 import numpy as np
@@ -7,33 +11,27 @@ import yaml
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from cloudseg_ros.core.codecs import FrameDecoder
+from cloudseg_ros.core.codecs import FrameDecoder, decode_jpeg, encode_jpeg
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.nodes.edge_node import PARAMS, UPLINK_PARAMS
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.param_client import RemoteParams
 
-from conftest import DATA, REPO
+from conftest import REPO, collect, moving_scene
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(DATA), reason=f'no CamVid at {DATA}')
+CLIP = os.path.join(REPO, 'data', 'demo', 'camvid_val_15fps.mp4')
 EDGE = 'cloudseg_ros.nodes.edge_node'
 REPLAY = 'cloudseg_ros.nodes.camera_replay_node'
 
 
-def _collect(node, topic, msg_type, qos_profile=qos.SENSOR):
-    received = []
-    node.create_subscription(msg_type, topic, received.append, qos_profile)
-    return received
-
-
 def test_replay_edge_frames_decode_and_scale_changes_live(launch, ros_node, spin_until):
-    launch(REPLAY, namespace='/r1', params={'source': os.path.join(DATA, 'val'),
+    launch(REPLAY, namespace='/r1', params={'source': CLIP,
                                             'rate_hz': 15.0})
     edge = launch(EDGE, namespace='/r1', params={'scale': 2, 'useful_threshold': 0.0,
                                                  'max_rate_hz': 30.0})
-    frames = _collect(ros_node, '/r1/frames', EncodedFrame)
-    jpegs = _collect(ros_node, '/r1/image_lowres/compressed', CompressedImage)
-    stats = _collect(ros_node, '/r1/edge_stats', PipelineStats, qos.STATS)
+    frames = collect(ros_node, '/r1/frames', EncodedFrame, qos.SENSOR)
+    jpegs = collect(ros_node, '/r1/image_lowres/compressed', CompressedImage, qos.SENSOR)
+    stats = collect(ros_node, '/r1/edge_stats', PipelineStats, qos.STATS)
     assert spin_until(lambda: len(frames) >= 3 and jpegs and stats, 30.0), edge.log()
 
     decoder = FrameDecoder()
@@ -117,8 +115,8 @@ def test_bad_images_are_rejected_and_node_keeps_running(launch, ros_node, spin_u
     edge = launch(EDGE, namespace='/r3', params={'codec': 'h264', 'scale': 2,
                                                  'useful_threshold': 0.0, 'max_rate_hz': 60.0})
     pub = ros_node.create_publisher(Image, '/r3/image_raw', qos.SENSOR)
-    frames = _collect(ros_node, '/r3/frames', EncodedFrame)
-    stats = _collect(ros_node, '/r3/edge_stats', PipelineStats, qos.STATS)
+    frames = collect(ros_node, '/r3/frames', EncodedFrame, qos.SENSOR)
+    stats = collect(ros_node, '/r3/edge_stats', PipelineStats, qos.STATS)
 
     def publish_good_until(count):
         def step():
@@ -144,3 +142,69 @@ def test_bad_images_are_rejected_and_node_keeps_running(launch, ros_node, spin_u
     decoder = FrameDecoder()
     rgb = decoder.decode('h264', bytes(frames[0].data), frames[0].width, frames[0].height)
     assert rgb.shape == (60, 80, 3) and frames[0].keyframe
+
+
+def test_compressed_transport_reads_the_compressed_camera_topic(launch, ros_node, spin_until):
+    edge = launch(EDGE, namespace='/r5', params={'transport': 'compressed', 'scale': 2,
+                                                 'useful_threshold': 0.0, 'max_rate_hz': 60.0})
+    pub = ros_node.create_publisher(CompressedImage, '/r5/image_raw/compressed', qos.IMAGE)
+    frames = collect(ros_node, '/r5/frames', EncodedFrame, qos.SENSOR)
+    t = 0
+
+    def publish():
+        nonlocal t
+        t += 1
+        msg = CompressedImage(header=Header(stamp=ros_node.get_clock().now().to_msg()),
+                              format='rgb8; jpeg compressed bgr8')
+        msg.data = encode_jpeg(moving_scene(t, 160, 120))
+        pub.publish(msg)
+        return len(frames) >= 2
+
+    assert spin_until(publish, 30.0), edge.log()
+    assert (frames[-1].orig_width, frames[-1].orig_height) == (160, 120)
+    assert (frames[-1].width, frames[-1].height) == (80, 60)
+
+
+@pytest.mark.parametrize('encoding', ['bgr8', 'mono16', 'yuv422_yuy2', 'bayer_rggb8'])
+def test_camera_encodings_reach_the_uplink(launch, ros_node, spin_until, encoding):
+    """One case per family of encodings: over DDS each one is converted and sent."""
+    namespace = '/r6_' + encoding
+    edge = launch(EDGE, namespace=namespace, params={'useful_threshold': 0.0, 'scale': 2,
+                                                     'max_rate_hz': 60.0})
+    pub = ros_node.create_publisher(Image, namespace + '/image_raw', qos.IMAGE)
+    frames = collect(ros_node, namespace + '/frames', EncodedFrame, qos.SENSOR)
+    bytes_per_pixel = {'bgr8': 3, 'mono16': 2, 'yuv422_yuy2': 2, 'bayer_rggb8': 1}[encoding]
+    t = 0
+
+    def publish():
+        nonlocal t
+        t += 1
+        msg = Image(header=Header(stamp=ros_node.get_clock().now().to_msg()), width=160,
+                    height=120, encoding=encoding, step=160 * bytes_per_pixel)
+        msg.data = moving_scene(t, 160, 120)[:, :, :bytes_per_pixel].tobytes()
+        pub.publish(msg)
+        return len(frames) >= 2
+
+    assert spin_until(publish, 30.0), edge.log()
+    assert (frames[-1].orig_width, frames[-1].orig_height, frames[-1].scale) == (160, 120, 2)
+    assert 'frame rejected' not in edge.log()
+
+
+def test_h264_uplink_still_previews_jpeg_for_rviz(launch, ros_node, spin_until):
+    edge = launch(EDGE, namespace='/r7', params={'codec': 'h264', 'scale': 2,
+                                                 'useful_threshold': 0.0, 'max_rate_hz': 60.0})
+    pub = ros_node.create_publisher(Image, '/r7/image_raw', qos.IMAGE)
+    previews = collect(ros_node, '/r7/image_lowres/compressed', CompressedImage, qos.IMAGE)
+    frames = collect(ros_node, '/r7/frames', EncodedFrame, qos.SENSOR)
+    t = 0
+
+    def publish():
+        nonlocal t
+        t += 1
+        pub.publish(_image(Header(stamp=ros_node.get_clock().now().to_msg()), 160, 120,
+                           data=moving_scene(t, 160, 120).tobytes()))
+        return previews and frames
+
+    assert spin_until(publish, 30.0), edge.log()
+    assert frames[-1].codec == 'h264' and 'jpeg' in previews[-1].format
+    assert decode_jpeg(bytes(previews[-1].data)).shape == (60, 80, 3)

@@ -52,7 +52,7 @@ def test_killed_cloud_restarts_and_masks_resume_from_a_key_frame(
                                                  'max_rate_hz': 10.0})
     launch(REPLAY, namespace='/f1', params={'source': DEFAULT_CLIP, 'rate_hz': 10.0,
                                             'loop': True})
-    masks = _timed(ros_node, '/f1/mask', Image, qos.RESULT)
+    masks = _timed(ros_node, '/f1/mask', Image, qos.IMAGE)
     frames = _timed(ros_node, '/f1/frames', EncodedFrame, qos.ENCODED_STREAM)
     key_requests = _timed(ros_node, '/f1/keyframe_request', Empty, qos.STATS)
     # This probe's own frames subscription may match after the first masks came back.

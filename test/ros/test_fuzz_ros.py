@@ -49,7 +49,7 @@ def test_cloud_survives_fuzzed_frames_and_serves_the_next_good_one(launch, ros_n
         'max_payload_bytes': LIMITS.max_payload_bytes})
     pub = ros_node.create_publisher(EncodedFrame, '/fz/frames', qos.ENCODED_STREAM)
     masks = []
-    ros_node.create_subscription(Image, '/fz/mask', masks.append, qos.RESULT)
+    ros_node.create_subscription(Image, '/fz/mask', masks.append, qos.IMAGE)
     fuzzer = fuzz.FrameFuzzer(SEED, fuzz.make_seeds(), LIMITS)
     seq = 1
     good_stamps = set()

@@ -58,9 +58,9 @@ class FakeRobot:
     def __init__(self, node):
         self.node = node
         self.jpeg_pub = node.create_publisher(CompressedImage, f'{NS}/image_lowres/compressed',
-                                              qos.SENSOR)
+                                              qos.IMAGE)
         self.mask_pub = node.create_publisher(CompressedImage, f'{NS}/mask/compressed',
-                                              qos.RESULT)
+                                              qos.IMAGE)
         self.stats_pub = node.create_publisher(PipelineStats, f'{NS}/edge_stats', qos.STATS)
         self.mask = np.zeros((48, 64), np.uint8)
         self.mask[:, 32:] = 8  # left Sky (grey), right Car (64, 0, 128)

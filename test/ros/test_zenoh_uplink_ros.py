@@ -110,7 +110,7 @@ def test_frames_up_and_masks_down_over_zenoh_mtls(fleet, launch, ros_node, spin_
     pub = ros_node.create_publisher(Image, '/z1/image_raw', qos.SENSOR)
     pngs, stats = [], []
     ros_node.create_subscription(CompressedImage, '/z1/mask/compressed', pngs.append,
-                                 qos.RESULT)
+                                 qos.SENSOR)
     ros_node.create_subscription(PipelineStats, '/z1/cloud_stats', stats.append, qos.STATS)
     sent = set()
     t = 0

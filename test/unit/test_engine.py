@@ -86,12 +86,18 @@ def test_super_resolve_uses_the_model(checkpoints):
     assert not np.array_equal(sr, bilinear)
 
 
-def test_pyramid_reuse_on_and_off_both_run(checkpoints):
+def test_pyramid_reuse_feeds_the_received_frame_to_the_low_resolution_branch(checkpoints):
+    """With reuse the mask depends on the LR frame itself; without, only on its SR output."""
     item = EngineInput(frame(24, 32), 4, (128, 96))
-    with_reuse = make_engine(checkpoints, pyramid_reuse=True).process([item])[0].mask
-    without = make_engine(checkpoints, pyramid_reuse=False).process([item])[0].mask
+    engine = make_engine(checkpoints, pyramid_reuse=True)
+    with_reuse = engine.process([item])[0].mask
+    engine.config.pyramid_reuse = False  # what the cloud node's live parameter does
+    without = engine.process([item])[0].mask
     check_mask(with_reuse, 128, 96)
     check_mask(without, 128, 96)
+    assert not np.array_equal(with_reuse, without)
+    assert np.array_equal(make_engine(checkpoints, pyramid_reuse=False).process([item])[0].mask,
+                          without)
 
 
 def test_segment_hr_matches_scale_one(checkpoints):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
+from cloudseg_ros.inference.model_files import write_tiny_models
 from cloudseg_ros.training import evaluate
 from cloudseg_ros.training.datasets import SegSplit
 
@@ -104,12 +104,7 @@ def _write_camvid(root, n=2, h=48, w=64):
 def test_cli_end_to_end_skips_missing_aware_weights(tmp_path, capsys):
     data, models = str(tmp_path / 'data'), tmp_path / 'models'
     _write_camvid(data)
-    torch.manual_seed(0)
-    seg = build_model('icnet', {'width': 8})
-    save_checkpoint(models / 'seg_icnet.pt', seg, 'icnet')
-    sr = build_model('carn', {'scale': 2, 'channels': 8, 'num_cascades': 1,
-                              'blocks_per_cascade': 1, 'mobile': True, 'groups': 2})
-    save_checkpoint(models / 'sr_carnm_x2.pt', sr, 'carn')
+    write_tiny_models(str(models), scales=(2,), variants=('base',))  # no aware weights
     out = tmp_path / 'out'
     rc = evaluate.main(['--data', data, '--split', 'val', '--scale', '2', '--json',
                         str(out / 'r.json'), '--models', str(models), '--device', 'cpu',

@@ -1,4 +1,7 @@
 """The cloud's receiving end: sequence numbers modulo 2^64, sessions, resource bounds, probes."""
+import sys
+import threading
+
 import numpy as np
 import pytest
 
@@ -158,3 +161,37 @@ def test_probe_twin_of_another_size_is_a_rejection():
     check_probe_twin(probe, (480, 360))
     with pytest.raises(ReceiveError, match='does not match'):
         check_probe_twin(probe, (640, 480))
+
+
+def test_rejections_counted_from_two_threads_are_all_kept():
+    """The receive thread rejects frames while the inference thread counts its own rejections.
+
+    Python's switch interval is made tiny so threads interleave as often as they can; an
+    unlocked read-modify-write of the counter can then lose counts (the review's finding).
+    """
+    receiver = StreamReceiver(ReceiveLimits(max_frame_rate_hz=float('inf')))
+    rounds = 2000
+
+    def receive_thread():
+        for seq in range(1, rounds + 1):
+            with pytest.raises(ReceiveError):
+                receiver.receive(_meta(seq=seq, codec='vp9'), b'x')
+
+    def inference_thread():
+        for _ in range(rounds):
+            receiver.count_rejected()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=receive_thread),
+                   threading.Thread(target=inference_thread)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert receiver.rejected == 2 * rounds
+    with pytest.raises(AttributeError):
+        receiver.rejected = 0  # only count_rejected() changes it
