@@ -83,3 +83,27 @@ def moving_scene(t: int, width: int = 480, height: int = 360) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width]
     img = np.stack([(xx + 7 * t) % 256, (yy + 3 * t) % 256, (xx + yy) % 256], axis=2)
     return img.astype(np.uint8)
+
+
+class SceneCamera:
+    """A test camera: moving 480x360 rgb8 scenes on `<namespace>/image_raw`, stamps kept."""
+
+    def __init__(self, node, namespace: str) -> None:
+        from sensor_msgs.msg import Image
+        from cloudseg_ros.ros import qos
+        self._node = node
+        self._pub = node.create_publisher(Image, f'{namespace}/image_raw', qos.SENSOR)
+        self.sent = set()  # (sec, nanosec) of every published frame
+        self.count = 0
+
+    def publish(self) -> None:
+        """Publish the next scene stamped now."""
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Header
+        self.count += 1
+        stamp = self._node.get_clock().now().to_msg()
+        self.sent.add((stamp.sec, stamp.nanosec))
+        msg = Image(header=Header(stamp=stamp, frame_id='cam'), width=480, height=360,
+                    encoding='rgb8', step=480 * 3)
+        msg.data = moving_scene(self.count).tobytes()
+        self._pub.publish(msg)

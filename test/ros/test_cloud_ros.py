@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Empty, Header
+from std_msgs.msg import Empty
 
 from cloudseg_ros.core.codecs import FrameEncoder
 from cloudseg_ros.core.mask_codec import decode_mask_png
@@ -17,7 +17,7 @@ from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import image_msg_to_rgb
 
-from conftest import collect, moving_scene  # noqa: E402
+from conftest import SceneCamera, collect, moving_scene  # noqa: E402
 
 torch = pytest.importorskip('torch')
 CLOUD = 'cloudseg_ros.nodes.cloud_node'
@@ -29,30 +29,21 @@ def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin
     cloud = launch(CLOUD, params={'robot_namespaces': ['/c1'], 'models_dir': tiny_models,
                                   'device': 'cpu'})
     edge = launch(EDGE, namespace='/c1', params={'useful_threshold': 0.0, 'scale': 4})
-    pub = ros_node.create_publisher(Image, '/c1/image_raw', qos.SENSOR)
+    camera = SceneCamera(ros_node, '/c1')
     masks = collect(ros_node, '/c1/mask', Image, qos.IMAGE)
     colors = collect(ros_node, '/c1/mask_color', Image, qos.IMAGE)
     pngs = collect(ros_node, '/c1/mask/compressed', CompressedImage, qos.IMAGE)
     stats = collect(ros_node, '/c1/cloud_stats', PipelineStats, qos.STATS)
-    sent_stamps = set()
-    t = 0
 
     def publish():
-        nonlocal t
-        t += 1
-        stamp = ros_node.get_clock().now().to_msg()
-        sent_stamps.add((stamp.sec, stamp.nanosec))
-        msg = Image(header=Header(stamp=stamp, frame_id='cam'), width=480, height=360,
-                    encoding='rgb8', step=480 * 3)
-        msg.data = moving_scene(t).tobytes()
-        pub.publish(msg)
+        camera.publish()
         # The PNG and the raw mask of one frame are separate topics: either may arrive first.
         return len(masks) >= 2 and colors and stats and _same_stamp(pngs, masks)
 
     assert spin_until(publish, 60.0), cloud.log() + edge.log()
     mask = masks[-1]
     assert (mask.width, mask.height, mask.encoding) == (480, 360, 'mono8')
-    assert (mask.header.stamp.sec, mask.header.stamp.nanosec) in sent_stamps
+    assert (mask.header.stamp.sec, mask.header.stamp.nanosec) in camera.sent
     assert mask.header.frame_id == 'cam'
     ids = np.frombuffer(mask.data, np.uint8)
     assert ids.max() < 11

@@ -17,11 +17,9 @@ import os
 import socket
 import time
 
-import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
+from sensor_msgs.msg import CompressedImage
 
 from cloudseg_ros.core.codecs import FrameEncoder
 from cloudseg_ros.core.zenoh_fleet import down_key, frames_key
@@ -33,6 +31,7 @@ zenoh = pytest.importorskip('zenoh')
 pytest.importorskip('cryptography')
 pytest.importorskip('torch')
 from cloudseg_ros.tools.keys import make_keys  # noqa: E402
+from conftest import SceneCamera, moving_scene  # noqa: E402
 
 CLOUD = 'cloudseg_ros.nodes.cloud_node'
 # One sequence for every frame any sender makes: a refused frame is never merely a stale seq.
@@ -48,12 +47,6 @@ def _free_port() -> int:
 
 def _other_domain() -> str:
     return str(1 + (int(os.environ['ROS_DOMAIN_ID']) + 50) % 100)
-
-
-def _scene(t):
-    yy, xx = np.mgrid[0:360, 0:480]
-    return np.stack([(xx + 7 * t) % 256, (yy + 3 * t) % 256, (xx + yy) % 256],
-                    axis=2).astype(np.uint8)
 
 
 def _zenoh_params(keys_dir, endpoint):
@@ -91,7 +84,7 @@ def _client(keys_dir, port, cert_name=None, ca_dir=None):
 def _frame(stamp_s: float) -> bytes:
     """A valid CDR EncodedFrame (JPEG, x4 of 480x360) whose stamp identifies its sender."""
     seq = next(SEQ)
-    rgb = _scene(seq)[::4, ::4].copy()
+    rgb = moving_scene(seq)[::4, ::4].copy()
     enc = FrameEncoder('jpeg').encode(rgb, force_keyframe=False)
     msg = EncodedFrame(session_id=7, seq=seq, kind=EncodedFrame.KIND_USEFUL, orig_width=480,
                        orig_height=360, width=rgb.shape[1], height=rgb.shape[0], scale=4,
@@ -107,27 +100,18 @@ def test_frames_up_and_masks_down_over_zenoh_mtls(fleet, launch, ros_node, spin_
     edge = launch(EDGE, namespace='/z1', params={
         'useful_threshold': 0.0, 'scale': 4,
         **_zenoh_params(keys_dir, f'tls/localhost:{port}')})
-    pub = ros_node.create_publisher(Image, '/z1/image_raw', qos.SENSOR)
+    camera = SceneCamera(ros_node, '/z1')
     pngs, stats = [], []
     ros_node.create_subscription(CompressedImage, '/z1/mask/compressed', pngs.append,
                                  qos.SENSOR)
     ros_node.create_subscription(PipelineStats, '/z1/cloud_stats', stats.append, qos.STATS)
-    sent = set()
-    t = 0
 
     def publish():
-        nonlocal t
-        t += 1
-        stamp = ros_node.get_clock().now().to_msg()
-        sent.add((stamp.sec, stamp.nanosec))
-        msg = Image(header=Header(stamp=stamp, frame_id='cam'), width=480, height=360,
-                    encoding='rgb8', step=480 * 3)
-        msg.data = _scene(t).tobytes()
-        pub.publish(msg)
+        camera.publish()
         return len(pngs) >= 2 and any(s.stage == 'cloud' for s in stats)
 
     assert spin_until(publish, 90.0), cloud.log() + edge.log()
-    assert all((p.header.stamp.sec, p.header.stamp.nanosec) in sent for p in pngs)
+    assert all((p.header.stamp.sec, p.header.stamp.nanosec) in camera.sent for p in pngs)
     assert 'png' in pngs[-1].format
     # Nothing crossed over DDS: the cloud's domain is another one and the edge has no `frames`.
     assert ros_node.count_publishers('/z1/frames') == 0
