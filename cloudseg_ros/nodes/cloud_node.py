@@ -20,6 +20,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Empty
 
+from cloudseg_ros.core.health import StreamCounters
 from cloudseg_ros.core.imageops import upsample_bilinear
 from cloudseg_ros.core.metrics import confusion_matrix, mean_iou
 from cloudseg_ros.core.palette import overlay
@@ -34,7 +35,8 @@ from cloudseg_ros.ros.cloud_outputs import OutputStage, subscribed
 from cloudseg_ros.ros.cloud_params import (  # noqa: F401 (PARAMS: tests)
     PARAMS, CloudSettings, engine_configs)
 from cloudseg_ros.ros.clock import SimClockWatch
-from cloudseg_ros.ros.conversions import copy_header
+from cloudseg_ros.ros.conversions import copy_header, stamp_to_s
+from cloudseg_ros.ros.diagnostics import DIAGNOSTICS_PARAMS, DiagnosticsPublisher
 from cloudseg_ros.ros.frames import arrival_time, cloud_stats_msg, meta_from_msg
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
@@ -67,7 +69,7 @@ class CloudNode(Node):
 
     def __init__(self) -> None:
         super().__init__('cloud')
-        values = declare_params(self, PARAMS + UPLINK_PARAMS)
+        values = declare_params(self, PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS)
         self._binder = ParamBinder(self, PARAMS, values, CloudSettings.from_values, self._apply)
         self.settings = self._binder.config
         self._engine_error = ''
@@ -89,6 +91,8 @@ class CloudNode(Node):
         self._set_robots(self.settings.robot_namespaces)
         self._uplink = attach_cloud_uplink(self, values, self._streams, self._receive_group)
         self._pool.start()
+        self._diagnostics = DiagnosticsPublisher(self, values['diagnostics_period_s'],
+                                                 self._health, self._receive_group)
         self._sim_clock_watch = SimClockWatch(self, callback_group=self._receive_group)
         scales = engines[0].supported_scales() if engines else '-'
         self.get_logger().info(
@@ -182,6 +186,14 @@ class CloudNode(Node):
         if want_keyframe and stream.key_requests.allow(time.monotonic()):
             stream.key_pub.publish(Empty())
 
+    def _health(self) -> list:
+        """/diagnostics: one status per robot stream, from its counters."""
+        engine = 'loaded' if self._pool.workers else (self._engine_error or 'none')
+        now_s = time.monotonic()
+        return [stream.health.report(now_s, StreamCounters(
+            stream.receiver.frames_in, stream.receiver.rejected, self._pool.superseded(name),
+            stream.receiver.lost), engine) for name, stream in self._streams.items()]
+
     def _next_batch_args(self, robots: int) -> tuple:
         """(max_items, max_wait_s, cost, budget) of the next batch of an engine's robots."""
         settings = self.settings
@@ -213,11 +225,12 @@ class CloudNode(Node):
     def _publish(self, engine, stream: RobotStream, item, output, batch_size: int) -> None:
         header, arrival_stamp, frame = item
         stream.remember(stream.recent_masks, _stamp_ns(header), output.mask)
+        now_s = self.get_clock().now().nanoseconds * 1e-9
+        stream.health.on_mask((now_s - stamp_to_s(header.stamp)) * 1e3)
         colorize = self._colorizer(engine, frame) if self.settings.publish_color else None
         self._outputs.publish(stream, copy_header(header), output.mask, colorize,
                               self.settings.publish_compressed)
         if subscribed(stream.stats_pub):
-            now_s = self.get_clock().now().nanoseconds * 1e-9
             stream.stats_pub.publish(cloud_stats_msg(
                 header, arrival_stamp, frame, stream.receiver,
                 self._pool.superseded(stream.name), output.timings_ms, batch_size, now_s))

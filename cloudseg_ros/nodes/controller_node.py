@@ -17,6 +17,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
+from cloudseg_ros.core.health import controller_report
 from cloudseg_ros.core.peer_input import printable, stamp_plausible
 from cloudseg_ros.core.policy import LatencyTracker, PolicyConfig
 from cloudseg_ros.core.profile import load_profile
@@ -25,6 +26,7 @@ from cloudseg_ros.msg import ControllerState, PipelineStats
 from cloudseg_ros.paths import package_file
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import stamp_to_s
+from cloudseg_ros.ros.diagnostics import DIAGNOSTICS_PARAMS, DiagnosticsPublisher
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.param_client import RemoteParams
 from cloudseg_ros.ros.spin import run_node
@@ -85,7 +87,7 @@ class ControllerNode(Node):
 
     def __init__(self) -> None:
         super().__init__('controller')
-        values = declare_params(self, PARAMS)
+        values = declare_params(self, PARAMS + DIAGNOSTICS_PARAMS)
         self._binder = ParamBinder(self, PARAMS, values, ControllerSettings.from_values,
                                    self._apply)
         self.settings = self._binder.config
@@ -93,9 +95,16 @@ class ControllerNode(Node):
         guard = CallbackGuard(self.get_logger())
         self._guarded = lambda name, cb: guard.wrap(name, cb, self._count_rejected)
         path = values['profile'] or package_file('config', 'profile.yaml')
+        self._profile_error = ''
+        self._last = (None, None, '')  # estimate kbps, entry, reason of the last switch
+        self._acknowledged = False  # the edge runs the chosen entry
+        self._applied = None  # edge parameters the edge acknowledged (None: not yet / lost)
+        self._diagnostics = DiagnosticsPublisher(self, values['diagnostics_period_s'],
+                                                 self._health)
         try:
             self.profile = load_profile(path)
         except (OSError, ValueError) as err:
+            self._profile_error = str(err)
             # Stay up (parameters, introspection) but say clearly why nothing is retuned.
             self.get_logger().error(f'no profile, the edge will not be retuned: {err}')
             return
@@ -103,7 +112,6 @@ class ControllerNode(Node):
         self.edge = RemoteParams(self, self._resolve(values['edge_node']))
         self._end_to_end = LatencyTracker()
         self._accuracy = math.nan
-        self._applied = None  # edge parameters the edge acknowledged (None: not yet / lost)
         self._pending = None  # (parameters, sent at s) of the request in flight
         self._edge_was_ready = False
         self._sent_bytes = []  # (time_s, bytes) of the last seconds, from edge_stats
@@ -187,9 +195,19 @@ class ControllerNode(Node):
         decision = state.decision
         if decision.changed:
             self.get_logger().info(f'switching to {decision.entry.name}: {decision.reason}')
+        self._last = (state.estimate_kbps, decision.entry.name,
+                      decision.reason if decision.changed else self._last[2])
+        wanted = decision.entry.config.edge_parameters()
+        self._acknowledged = wanted == self._applied
         if self.settings.enabled:
-            self._apply_to_edge(now_s, decision.entry.config.edge_parameters())
+            self._apply_to_edge(now_s, wanted)
         self._state_pub.publish(self._state(decision, state.estimate_kbps))
+
+    def _health(self) -> list:
+        """/diagnostics: bandwidth estimate, chosen entry, last switch, edge acknowledged."""
+        name = self.get_namespace()
+        return [controller_report(name, *self._last, self._acknowledged,
+                                  self.settings.enabled, self._profile_error)]
 
     def _apply_to_edge(self, now_s: float, wanted: dict) -> None:
         """Send `wanted` until the edge acknowledges it; again after the edge comes back."""

@@ -18,6 +18,7 @@ from std_msgs.msg import Empty
 from cloudseg_ros.core.codecs import CODECS, CodecError, encode_jpeg
 from cloudseg_ros.core.edge_pipeline import (EdgeConfig, EdgeFrame, EdgePipeline,
                                              KEY_REQUEST_MIN_INTERVAL_S)
+from cloudseg_ros.core.health import EdgeCounters, EdgeHealth
 from cloudseg_ros.core.imageops import ImageError
 from cloudseg_ros.core.selector import FrameKind
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
@@ -25,6 +26,7 @@ from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.clock import SimClockWatch
 from cloudseg_ros.ros.conversions import (compressed_msg, compressed_msg_to_rgb, copy_header,
                                           image_msg_to_rgb, stamp_to_s)
+from cloudseg_ros.ros.diagnostics import DIAGNOSTICS_PARAMS, DiagnosticsPublisher
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
@@ -103,7 +105,7 @@ class EdgeNode(Node):
 
     def __init__(self) -> None:
         super().__init__('edge')
-        values = declare_params(self, PARAMS + UPLINK_PARAMS)
+        values = declare_params(self, PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS)
         self.settings = EdgeSettings.from_values(values)
         self.pipeline = EdgePipeline(self.settings.pipeline)
         guard = CallbackGuard(self.get_logger())
@@ -128,6 +130,9 @@ class EdgeNode(Node):
         self._frames_in = 0
         self._rejected = 0
         self._last_probe_s = -float('inf')
+        self._health = EdgeHealth(self.get_namespace())
+        self._diagnostics = DiagnosticsPublisher(self, values['diagnostics_period_s'],
+                                                 self._health_reports)
         cfg = self.pipeline.config
         self.get_logger().info(
             f'edge: scale x{cfg.scale}, {cfg.codec} (q{cfg.jpeg_quality}/crf{cfg.h264_crf}), '
@@ -141,6 +146,14 @@ class EdgeNode(Node):
         cfg = settings.pipeline
         self.get_logger().info(f'edge reconfigured: scale x{cfg.scale}, {cfg.codec}, '
                                f'<= {cfg.max_rate_hz} Hz')
+
+    def _health_reports(self) -> list:
+        """/diagnostics: camera in, uplink out, the encoding it runs."""
+        cfg = self.pipeline.config
+        quality = cfg.jpeg_quality if cfg.codec == 'jpeg' else cfg.h264_crf
+        return [self._health.report(time.monotonic(), EdgeCounters(
+            self._frames_in, self._seq, self._bytes_total, self._rejected, cfg.scale,
+            cfg.codec, quality))]
 
     def _on_key_request(self, _msg: Empty) -> None:
         if not self.pipeline.remote_key_request(time.monotonic()):

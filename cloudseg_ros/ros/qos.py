@@ -18,6 +18,8 @@ is the deliberate exception, best effort on both ends (ENCODED_STREAM).
 - STATS: per-frame statistics and control messages (key-frame requests). Reliable, depth 10.
 - STATUS: latched state (controller decision). Reliable, transient local, depth 1, so a late
   subscriber (rviz, a plot) gets the last value at once.
+- DIAGNOSTICS: `/diagnostics` health reports. Reliable, volatile, depth 10, as
+  diagnostic_updater publishes them (the aggregator and rqt_robot_monitor subscribe reliable).
 """
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 
@@ -40,3 +42,7 @@ STATS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 STATUS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                     reliability=ReliabilityPolicy.RELIABLE,
                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+DIAGNOSTICS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)

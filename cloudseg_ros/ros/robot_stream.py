@@ -9,6 +9,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
 
+from cloudseg_ros.core.health import CloudStreamHealth
 from cloudseg_ros.core.rate_limit import TokenBucket
 from cloudseg_ros.core.receiver import ReceiveLimits, StreamReceiver
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
@@ -28,6 +29,7 @@ class RobotStream:
         self.recent_masks = OrderedDict()  # acquisition stamp (ns) -> mask
         self.recent_frames = OrderedDict()  # acquisition stamp (ns) -> DecodedFrame
         self.key_requests = TokenBucket(key_request_hz)
+        self.health = CloudStreamHealth(self.name)  # /diagnostics
         self.mask_pub = node.create_publisher(Image, prefix + 'mask', qos.IMAGE)
         self.color_pub = node.create_publisher(Image, prefix + 'mask_color', qos.IMAGE)
         self.png_pub = node.create_publisher(CompressedImage, prefix + 'mask/compressed',

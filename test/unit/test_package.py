@@ -124,7 +124,8 @@ def test_shipped_yaml_lists_every_parameter_at_its_default(yaml_name, node):
     module = importlib.import_module(f'cloudseg_ros.nodes.{node}_node')
     listed = yaml.safe_load(open(os.path.join(REPO, 'config', yaml_name)))
     values = listed[f'/**/{node}']['ros__parameters']
-    specs = module.PARAMS + getattr(module, 'UPLINK_PARAMS', ())
+    specs = (module.PARAMS + getattr(module, 'UPLINK_PARAMS', ())
+             + getattr(module, 'DIAGNOSTICS_PARAMS', ()))
     assert values == {spec.name: spec.default for spec in specs}
 
 
