@@ -47,7 +47,6 @@ class _Counter:
     """A growing counter sampled at each report: its rate and when it last grew."""
 
     def __init__(self) -> None:
-        self.value = 0
         self.grew = False  # grew between the last two samples
         self.last_growth_s: Optional[float] = None
         self._prev: Optional[Tuple[float, int]] = None
@@ -61,7 +60,6 @@ class _Counter:
             self.last_growth_s = now_s
         self.grew = self._prev is not None and value > self._prev[1]
         self._prev = (now_s, value)
-        self.value = value
         return rate
 
     def recent(self, now_s: float, window_s: float) -> bool:
