@@ -26,9 +26,12 @@ RSS_GROWTH_FRACTION = 0.10
 RSS_GROWTH_MIB = 20.0
 LATENCY_GROWTH_FRACTION = 0.5
 LATENCY_GROWTH_MS = 20.0
-# Start and end RSS are medians of this many samples: the cloud's allocator alone moves RSS
-# by tens of MiB from one sample to the next.
+# Start and end RSS are medians over a window: the cloud's allocator alone moves RSS by tens of
+# MiB from one sample to the next (545 <-> 630 MiB in the hour run), so 5 samples could land on
+# either side of that swing. The window is RSS_WINDOW_S, at most a quarter of the run, at least
+# RSS_MEDIAN_SAMPLES samples.
 RSS_MEDIAN_SAMPLES = 5
+RSS_WINDOW_S = 300.0
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -64,13 +67,20 @@ def _percentiles(values: List[float]) -> Dict[str, float]:
             'p95_ms': round(float(np.percentile(arr, 95)), 1)}
 
 
+def rss_window(count: int, times_s: List[float]) -> int:
+    """Samples in the start / end RSS window: RSS_WINDOW_S long, <= count // 4, >= 5."""
+    interval = float(np.median(np.diff(times_s))) if len(times_s) > 1 else RSS_WINDOW_S
+    by_time = int(RSS_WINDOW_S / max(interval, 1e-3))
+    return max(RSS_MEDIAN_SAMPLES, min(count // 4, by_time))
+
+
 def drift_report(samples: List[Dict], latencies: List[tuple], duration_s: float,
                  warmup_s: float) -> Dict:
     """Summarise RSS samples ({'t_s', 'rss_mib': {name: MiB}}) and (t_s, latency_ms) pairs.
 
     Start figures are taken after warmup_s (imports, first frames and allocator pools fill
-    memory in the first seconds; that is not drift): the median of the first RSS_MEDIAN_SAMPLES
-    samples after it, and the end the median of the last ones. RSS growth is end minus start;
+    memory in the first seconds; that is not drift): the median of the first window of samples
+    after it (`rss_window`), and the end the median of the last one. RSS growth is end minus start;
     it is flagged when it exceeds both RSS_GROWTH_MIB and RSS_GROWTH_FRACTION of the start.
     Latency growth compares the p50 of the last minute with the first minute that
     starts after the warm-up.
@@ -82,8 +92,9 @@ def drift_report(samples: List[Dict], latencies: List[tuple], duration_s: float,
         series = [s['rss_mib'][name] for s in steady if not np.isnan(s['rss_mib'][name])]
         if not series:
             continue
-        start = float(np.median(series[:RSS_MEDIAN_SAMPLES]))
-        end = float(np.median(series[-RSS_MEDIAN_SAMPLES:]))
+        window = rss_window(len(series), [s['t_s'] for s in steady])
+        start = float(np.median(series[:window]))
+        end = float(np.median(series[-window:]))
         growth = end - start
         rss[name] = {'first_mib': round(samples[0]['rss_mib'][name], 1),
                      'start_mib': round(start, 1), 'end_mib': round(end, 1),

@@ -34,3 +34,15 @@ def test_empty_run_reports_without_failing():
     assert report['rss'] == {} and report['masks'] == 0
     assert report['latency_per_minute'] == [{'minute': 0, 'n': 0, 'p50_ms': None,
                                              'p95_ms': None}]
+
+
+def test_rss_window_spans_minutes_in_long_runs_and_five_samples_in_short_ones():
+    from cloudseg_ros.tools.soak import rss_window
+    assert rss_window(708, [5.0 * i for i in range(708)]) == 60  # an hour at 5 s: 5 minutes
+    assert rss_window(15, [10.0 * i for i in range(15)]) == 5
+    # An allocator swinging between two levels is not growth, even when the run starts on the
+    # low side and ends on the high one (5-sample medians read that as +85 MiB).
+    swing = ([540.0] * 5 + [625.0] * 5) * 20
+    report = drift_report(_samples([400.0] + swing), [], duration_s=2010.0, warmup_s=5.0)
+    cloud = report['rss']['cloud_node']
+    assert cloud['start_mib'] == cloud['end_mib'] == 582.5 and not cloud['grows']
