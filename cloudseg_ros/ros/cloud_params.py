@@ -5,7 +5,7 @@ from typing import List, Sequence, Tuple
 
 from cloudseg_ros.core.receiver import ReceiveLimits
 from cloudseg_ros.inference import model_files
-from cloudseg_ros.inference.engine import EngineConfig
+from cloudseg_ros.inference.engine import ALL_SCALES, EngineConfig
 from cloudseg_ros.ros.params import ParamSpec
 
 LIMITS = ReceiveLimits()  # defaults of the resource bounds
@@ -45,8 +45,8 @@ PARAMS = (
     ParamSpec('warmup_height', 360, 'Height of the warm-up frames, pixels.', 16, 8192,
               read_only=True),
     ParamSpec('warmup_scales', [1, 2, 3, 4],
-              'Uplink scales warmed up (compiled, captured) at start; others are at their '
-              'first frame.', read_only=True),
+              'Uplink scale factors (1..4) warmed up (compiled, captured) at start; others are '
+              'at their first frame.', read_only=True),
     # Resource bounds are read-only: whoever may set parameters must not lift them at run time.
     ParamSpec('max_input_pixels', LIMITS.max_input_pixels,
               'Largest received frame (payload width x height), pixels; larger ones are '
@@ -122,8 +122,16 @@ def engine_configs(values, settings: CloudSettings) -> List[EngineConfig]:
         compile=values['compile'],
         warmup_size=(values['warmup_width'], values['warmup_height']),
         warmup_batches=tuple(range(1, settings.max_batch + 1)),
-        warmup_scales=tuple(values['warmup_scales']))
+        warmup_scales=check_warmup_scales(values['warmup_scales']))
         for device in values['device'].split(',')]
+
+
+def check_warmup_scales(scales: Sequence[int]) -> Tuple[int, ...]:
+    """The scales to warm up as a tuple; ValueError for one outside 1..4 (silently unused)."""
+    bad = [s for s in scales if s not in ALL_SCALES]
+    if bad:
+        raise ValueError(f'warmup_scales: {bad} not in {list(ALL_SCALES)}')
+    return tuple(scales)
 
 
 def check_namespaces(names: Sequence[str], max_robots: int) -> Tuple[str, ...]:

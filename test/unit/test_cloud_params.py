@@ -19,3 +19,10 @@ def test_valid_lists_are_normalised():
 def test_bad_lists_are_refused_with_a_reason(names, reason):
     with pytest.raises(ValueError, match=reason):
         check_namespaces(names, 4)
+
+
+def test_warmup_scales_outside_1_to_4_are_refused_not_ignored():
+    from cloudseg_ros.ros.cloud_params import check_warmup_scales
+    assert check_warmup_scales([2, 4]) == (2, 4)
+    with pytest.raises(ValueError, match=r'warmup_scales: \[7\]'):
+        check_warmup_scales([2, 7])
