@@ -11,22 +11,18 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
+from cloudseg_ros.core.encodings import (SUPPORTED_ENCODINGS, bytes_per_pixel, decode_compressed,
+                                         rows_to_rgb)
+from cloudseg_ros.core.imageops import ImageError
 from cloudseg_ros.core.sources import SourceError
 
 RAW_SCHEMAS = ('sensor_msgs/msg/Image', 'sensor_msgs/Image')
 COMPRESSED_SCHEMAS = ('sensor_msgs/msg/CompressedImage', 'sensor_msgs/CompressedImage')
 
-# encoding -> (channels, OpenCV conversion to RGB or None when the pixels already are RGB)
-RAW_ENCODINGS = {
-    'rgb8': (3, None),
-    'bgr8': (3, cv2.COLOR_BGR2RGB),
-    'rgba8': (4, cv2.COLOR_RGBA2RGB),
-    'bgra8': (4, cv2.COLOR_BGRA2RGB),
-    'mono8': (1, cv2.COLOR_GRAY2RGB),
-}
+# Largest compressed frame decoded from a bag (read from its header before decoding).
+MAX_BAG_PIXELS = 8192 * 8192
 
 
 @dataclass
@@ -124,28 +120,30 @@ def pick_image_topic(topics: Dict[str, Tuple[str, int]], wanted: str, path: str)
     return images[0]
 
 
-def raw_image_to_rgb(encoding: str, width: int, height: int, step: int,
-                     data: bytes) -> np.ndarray:
-    """RGB (H, W, 3) of the fields of a sensor_msgs/Image; ValueError when unusable."""
-    if encoding not in RAW_ENCODINGS:
+def raw_image_to_rgb(encoding: str, width: int, height: int, step: int, data: bytes,
+                     big_endian: bool = False) -> np.ndarray:
+    """RGB (H, W, 3) of the fields of a sensor_msgs/Image (the edge's `core.encodings`
+    conversions: rgb8, bgr8, mono16, YUV 4:2:2, Bayer, ...); ValueError when unusable."""
+    try:
+        bytes_per_pixel(encoding)
+    except ImageError:
         raise ValueError(f"unsupported image encoding '{encoding[:40]}' "
-                         f"(supported: {', '.join(RAW_ENCODINGS)})")
-    channels, conversion = RAW_ENCODINGS[encoding]
-    if width == 0 or height == 0 or step < width * channels or len(data) < step * height:
+                         f"(supported: {', '.join(SUPPORTED_ENCODINGS)})") from None
+    if (width == 0 or height == 0 or step < width * bytes_per_pixel(encoding)
+            or len(data) < step * height):
         raise ValueError(f'{encoding} image {width}x{height}, step {step}: {len(data)} data '
                          f'bytes do not hold it')
     rows = np.frombuffer(bytes(data), np.uint8, count=step * height).reshape(height, step)
-    pixels = rows[:, :width * channels].reshape(height, width, channels)
-    if conversion is None:
-        return np.ascontiguousarray(pixels)
-    return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
+    return rows_to_rgb(rows, width, encoding, big_endian)
 
 
 def compressed_image_to_rgb(data: bytes) -> Optional[np.ndarray]:
-    """RGB of a CompressedImage payload (JPEG, PNG...), None when OpenCV cannot decode it."""
-    buf = np.frombuffer(bytes(data), np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """RGB of a JPEG or PNG CompressedImage payload, None when it does not decode or its header
+    declares more than MAX_BAG_PIXELS."""
+    try:
+        return decode_compressed(bytes(data), MAX_BAG_PIXELS)
+    except ValueError:
+        return None
 
 
 class BagSource:
@@ -229,7 +227,8 @@ class BagSource:
                 return None
         else:
             try:
-                rgb = raw_image_to_rgb(msg.encoding, msg.width, msg.height, msg.step, msg.data)
+                rgb = raw_image_to_rgb(msg.encoding, msg.width, msg.height, msg.step, msg.data,
+                                       bool(msg.is_bigendian))
             except ValueError as err:
                 raise SourceError(f"topic '{self.topic}' of '{self.path}': {err}") from err
         stamp = msg.header.stamp

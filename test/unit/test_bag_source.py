@@ -81,9 +81,9 @@ def test_bag_without_image_topics(tmp_path, write_image_bag):
 
 
 def test_unknown_encoding_is_refused_at_open(tmp_path, write_image_bag):
-    path = write_image_bag(str(tmp_path / 'bayer.mcap'), {
-        '/cam': {'frames': _frames(2), 'encoding': 'bayer_rggb8'}})
-    with pytest.raises(SourceError, match="unsupported image encoding 'bayer_rggb8'"):
+    path = write_image_bag(str(tmp_path / 'depth.mcap'), {
+        '/cam': {'frames': _frames(2), 'encoding': '32FC1'}})
+    with pytest.raises(SourceError, match="unsupported image encoding '32FC1'"):
         BagSource(path)
 
 
@@ -138,3 +138,13 @@ def test_clip_tools_and_demo_read_bags(tmp_path, write_image_bag):
         load_clip(path)
     assert input_error(argparse.Namespace(input=path, topic='/b')) is None
     assert '2 image topics' in input_error(argparse.Namespace(input=path, topic=''))
+
+
+def test_bgr8_frames_are_converted_like_the_edge_does(tmp_path, write_image_bag):
+    frames = [f.copy() for f in _frames(2)]
+    for f in frames:
+        f[..., 0] = 200  # channels differ, so a missing swap shows
+    path = write_image_bag(str(tmp_path / 'bgr.mcap'), {
+        '/cam': {'frames': frames, 'encoding': 'bgr8'}})
+    rgb = BagSource(path).read()
+    assert np.array_equal(rgb, frames[0][..., ::-1])
