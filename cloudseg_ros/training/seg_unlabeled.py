@@ -47,7 +47,11 @@ def split_in_time(frames: np.ndarray, train_frac: float) -> Tuple[np.ndarray, np
 def load_unlabeled(source: str, train_frac: float, variants: int, codec_range: CodecRange,
                    device: torch.device, max_frames: int = 0, seed: int = 0) -> UnlabeledData:
     """Read `source` (video or image folder), split it in time and build the degraded views."""
-    frames = group_by_size(load_frames(source, max_frames or None))[0]  # largest same-size group
+    groups = group_by_size(load_frames(source, max_frames or None))
+    frames = groups[0]  # the largest group of one size: a camera has one resolution
+    if len(groups) > 1:
+        print(f'train-seg: {source}: {sum(len(g) for g in groups[1:])} frames of other sizes '
+              f'left out (kept {len(frames)} of {frames.shape[2]}x{frames.shape[1]})', flush=True)
     train, held = split_in_time(frames, train_frac)
     if variants < 1:
         raise ValueError(f'unlabeled_variants must be >= 1, got {variants}')
