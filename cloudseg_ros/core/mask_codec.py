@@ -16,9 +16,21 @@ def encode_mask_png(mask: np.ndarray, level: int = 1) -> bytes:
     return buf.tobytes()
 
 
-def decode_mask_png(data: bytes) -> np.ndarray:
-    """PNG bytes -> uint8 (H, W) class ids; ValueError if not a single-channel PNG."""
-    mask = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_UNCHANGED)
+# Largest mask decoded (8192x8192 class ids, 64 MiB): the size is read from the PNG header
+# first, so a peer's message declaring more allocates nothing.
+MAX_MASK_PIXELS = 8192 * 8192
+
+
+def decode_mask_png(data: bytes, max_pixels: int = MAX_MASK_PIXELS) -> np.ndarray:
+    """PNG bytes -> uint8 (H, W) class ids; ValueError if not a single-channel PNG or if its
+    header declares more than `max_pixels`."""
+    data = bytes(data)
+    if data[:8] != b'\x89PNG\r\n\x1a\n' or len(data) < 24 or data[12:16] != b'IHDR':
+        raise ValueError('payload is not a PNG')
+    width, height = int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+    if not 0 < width * height <= max_pixels:
+        raise ValueError(f'mask PNG {width}x{height} is empty or exceeds {max_pixels} pixels')
+    mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
         raise ValueError('payload is not an 8-bit single-channel PNG')
     return mask

@@ -79,3 +79,18 @@ def test_overlay_runs_off_the_callers_thread_with_bounded_backlog():
     stage.shutdown()
     assert len(stream.color_pub.sent) == 2
     assert all(name.startswith('outputs') for name in threads)
+
+
+def test_mask_png_declaring_a_huge_size_is_refused_before_decoding():
+    import zlib
+    import pytest
+    from cloudseg_ros.core.mask_codec import decode_mask_png, encode_mask_png
+    mask = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert np.array_equal(decode_mask_png(encode_mask_png(mask)), mask)
+    ihdr = (100_000).to_bytes(4, 'big') * 2 + bytes([8, 0, 0, 0, 0])
+    forged = (b'\x89PNG\r\n\x1a\n' + len(ihdr).to_bytes(4, 'big') + b'IHDR' + ihdr
+              + zlib.crc32(b'IHDR' + ihdr).to_bytes(4, 'big'))
+    with pytest.raises(ValueError, match='exceeds'):
+        decode_mask_png(forged)
+    with pytest.raises(ValueError, match='not a PNG'):
+        decode_mask_png(b'\xff\xd8 jpeg')
