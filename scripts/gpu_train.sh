@@ -2,6 +2,7 @@
 # One training stage per invocation on the device machine (see models/MODEL_CARD.md).
 #
 #   bash scripts/gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship
+#   bash scripts/gpu_train.sh recipe-holdout 'cutmix_prob=0.5' 'cutmix_prob=0.5 gamma=0.3' ...
 #
 # Runs from the repository root with the CamVid copy carried in .data/camvid11 and the package
 # imported from the source tree (no ROS venv there). Finished weights and logs go to $OUT
@@ -9,7 +10,7 @@
 # Time budgets (seconds of training loop, evaluation and loading excluded) are env overrides:
 #   SEG_BUDGET (default 420), SR_BUDGET (150), FT_BUDGET (150).
 set -euo pipefail
-stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship}
+stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship|recipe-holdout}
 OUT=${OUT:-out/device}
 WORK=${WORK:-/tmp/cloudseg_work}
 DATA=${DATA:-.data/camvid11}
@@ -106,7 +107,25 @@ unlabeled_ship_stage() {  # all drives + unlabeled frames, then aware SR x2/x3/x
   done
 }
 
+recipe_holdout_stage() {  # one held-out (0006R0) run per recipe argument ("k=v k=v ...")
+  robust_logs
+  local i=0 recipe sets
+  for recipe in "$@"; do
+    i=$((i + 1))
+    sets=()
+    for kv in $recipe; do sets+=(--set "$kv"); done
+    echo "recipe $i: $recipe"
+    seg_stage "${SEG_BUDGET:-150}" "$WORK/seg_recipe$i" "${ROBUST_SEG[@]}" \
+      --set holdout_sequences=0006R0 "${sets[@]}" 2>&1 \
+      | tee "$logs/seg_holdout_recipe$i.log" | grep "eval\|done"
+  done
+}
+
 case $stage in
+  recipe-holdout)
+    shift
+    recipe_holdout_stage "$@"
+    ;;
   unlabeled-holdout)
     unlabeled_holdout_stage
     ;;

@@ -8,7 +8,7 @@ by area averaging and rounding to uint8 levels, which is what `core.imageops.dow
 (cv2.INTER_AREA at an integer factor) sends over the uplink.
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +75,58 @@ def color_jitter(x: torch.Tensor, brightness: float, contrast: float, saturation
     if saturation > 0:
         x = (x - gray) * factor(saturation) + gray
     return x.clamp_(0.0, 1.0)
+
+
+def color_cast(x: torch.Tensor, gain: float, gamma: float,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Per-sample white balance (per-channel gain ~ U(1 - gain, 1 + gain)) and tone curve
+    (x ** g, log g ~ U(-gamma, gamma)); stays in [0, 1].
+
+    Drives differ by camera white balance, exposure and time of day more than by anything the
+    brightness/contrast jitter covers. `x` is `(B, 3, H, W)` or `(B, K, 3, H, W)` (K views that
+    share the factors).
+    """
+    b = x.shape[0]
+    ch = x.dim() - 3
+    if gain > 0:
+        shape = [b] + [1] * (x.dim() - 1)
+        shape[ch] = 3
+        gains = torch.rand(b * 3, device=x.device, generator=generator) * 2 * gain + 1 - gain
+        x = x * gains.view(shape)
+    if gamma > 0:
+        g = torch.exp(_uniform(b, -gamma, gamma, x.device, generator))
+        x = x.clamp(1e-4, 1.0) ** g.view((b,) + (1,) * (x.dim() - 1))
+    return x.clamp(0.0, 1.0)
+
+
+def cutmix(views: Sequence[torch.Tensor], labels: torch.Tensor, prob: float,
+           generator: Optional[torch.Generator] = None
+           ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    """Paste a random box of another sample of the batch into each sample with probability `prob`.
+
+    Every view `(B, C, H, W)` and the labels `(B, H, W)` get the same partner and box, so a clean
+    and a degraded view stay aligned for the consistency term. The box covers 10..50 % of the
+    area: objects appear in contexts of other drives, which a 367-frame training set lacks.
+    """
+    b, h, w = labels.shape
+    dev = labels.device
+    if b < 2 or prob <= 0:
+        return list(views), labels
+    partner = torch.roll(torch.arange(b, device=dev), 1)
+    area = _uniform(b, 0.1, 0.5, dev, generator)
+    ratio = torch.exp(_uniform(b, -0.7, 0.7, dev, generator))
+    bh = (torch.sqrt(area / ratio) * h).clamp(1, h)
+    bw = (torch.sqrt(area * ratio) * w).clamp(1, w)
+    y0 = torch.rand(b, device=dev, generator=generator) * (h - bh)
+    x0 = torch.rand(b, device=dev, generator=generator) * (w - bw)
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    inside = ((rows >= y0.view(b, 1, 1)) & (rows < (y0 + bh).view(b, 1, 1))
+              & (cols >= x0.view(b, 1, 1)) & (cols < (x0 + bw).view(b, 1, 1)))
+    use = torch.rand(b, device=dev, generator=generator) < prob
+    box = inside & use.view(b, 1, 1)  # (B, H, W)
+    mixed = [torch.where(box.unsqueeze(1), v[partner], v) for v in views]
+    return mixed, torch.where(box, labels[partner], labels)
 
 
 def seg_augment(images_u8: torch.Tensor, labels_u8: torch.Tensor, crop_hw: Tuple[int, int],

@@ -38,7 +38,8 @@ from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as sav
 from cloudseg_ros.nets.icnet import ICNet
 
 from . import common
-from .augment import blur_and_noise, seg_augment, seg_augment_views, to_float_nchw
+from .augment import (blur_and_noise, color_cast, cutmix, seg_augment, seg_augment_views,
+                      to_float_nchw)
 from .codec_data import build_degraded_views, codec_range_of, jpeg_round_trip
 from .config import ConfigError, config_dict, run_training_command, seed_everything
 from .datasets import SegSplit, load_seg_split, split_by_sequence
@@ -66,6 +67,9 @@ class SegTrainConfig:
     scale_max: float = 2.0
     flip: bool = True
     jitter: float = 0.3  # brightness / contrast / saturation factor range 1 +- jitter
+    channel_gain: float = 0.0  # per-channel (white balance) gain range 1 +- channel_gain
+    gamma: float = 0.0  # tone curve x ** g, log g ~ U(-gamma, gamma)
+    cutmix_prob: float = 0.0  # labelled samples that get a box of another sample pasted in
     batch_size: int = 16
     steps: int = 20000
     time_budget_s: float = 0.0  # stop (with the LR schedule compressed to fit) after this; 0: off
@@ -174,14 +178,23 @@ def build_loaders(cfg: SegTrainConfig, device: torch.device) -> SegData:
 
 
 def _augmented_views(images: torch.Tensor, degraded: torch.Tensor, labels: torch.Tensor,
-                     scale_range: Tuple[float, float], cfg: SegTrainConfig, ignore_index: int
-                     ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(clean and degraded views stacked `(2B, 3, h, w)`, labels `(2B, h, w)`)."""
+                     scale_range: Tuple[float, float], cfg: SegTrainConfig, ignore_index: int,
+                     mix: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(clean and degraded views stacked `(2B, 3, h, w)`, labels `(2B, h, w)`).
+
+    `mix`: CutMix the labelled batch (`cutmix_prob`); unlabeled frames are never mixed.
+    """
     clean, degraded, y = seg_augment_views(
         images, degraded, labels, (cfg.crop_h, cfg.crop_w), scale_range, cfg.flip,
         (cfg.jitter,) * 3, ignore_index)
+    if cfg.channel_gain > 0 or cfg.gamma > 0:
+        clean, degraded = color_cast(torch.stack([clean, degraded], 1), cfg.channel_gain,
+                                     cfg.gamma).unbind(1)
+    if mix:
+        (clean, degraded), y = cutmix([clean, degraded], y, cfg.cutmix_prob)
     degraded = blur_and_noise(degraded, cfg.blur_prob, cfg.max_blur_sigma, cfg.noise_prob,
                               cfg.max_noise)
+    clean = clean.contiguous(memory_format=torch.channels_last)
     return torch.cat([clean, degraded]), torch.cat([y, y])
 
 
@@ -190,7 +203,7 @@ def _views_batch(data: SegData, idx: torch.Tensor, cfg: SegTrainConfig
     """Labelled clean + degraded views, then (with `unlabeled`) the unlabeled ones."""
     var = torch.randint(0, data.degraded.shape[1], (idx.shape[0],), device=idx.device)
     x, y = _augmented_views(data.images[idx], data.degraded[idx, var], data.labels[idx],
-                            (cfg.scale_min, cfg.scale_max), cfg, data.ignore_index)
+                            (cfg.scale_min, cfg.scale_max), cfg, data.ignore_index, mix=True)
     if data.unlabeled is None:
         return x, y
     ux, uy = _augmented_views(
@@ -225,6 +238,10 @@ def train_step(forward_train, model: nn.Module, optimizer: torch.optim.Optimizer
         x, y = seg_augment(data.images[idx], data.labels[idx], (cfg.crop_h, cfg.crop_w),
                            (cfg.scale_min, cfg.scale_max), cfg.flip, (cfg.jitter,) * 3,
                            data.ignore_index, generator)
+        if cfg.channel_gain > 0 or cfg.gamma > 0:
+            x = color_cast(x, cfg.channel_gain, cfg.gamma, generator)
+        (x,), y = cutmix([x], y, cfg.cutmix_prob, generator)
+        x = x.contiguous(memory_format=torch.channels_last)
     if not cfg.channels_last:
         x = x.contiguous()
     with common.autocast(device, cfg.bf16):

@@ -9,7 +9,8 @@ import torch
 from cloudseg_ros.core import imageops
 from cloudseg_ros.nets.checkpoint import build_model, load_checkpoint
 from cloudseg_ros.training import common, config, datasets, losses
-from cloudseg_ros.training.augment import area_downsample, seg_augment, sr_batch
+from cloudseg_ros.training.augment import (area_downsample, color_cast, cutmix, seg_augment,
+                                          sr_batch)
 from cloudseg_ros.training.finetune_sr import FinetuneConfig, Lambda, pyramid_for
 from cloudseg_ros.training.train_seg import SegTrainConfig
 from cloudseg_ros.training.train_seg import main as train_seg_main
@@ -146,6 +147,33 @@ def test_seg_augment_identity_and_ignore():
     assert (y == 11).any()  # zoomed out: outside pixels are void
     assert set(y.unique().tolist()) <= set(range(12))
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+
+
+def test_cutmix_moves_the_same_box_in_every_view_and_the_labels():
+    torch.manual_seed(0)
+    clean = torch.rand(4, 3, 20, 30)
+    degraded = clean * 0.5
+    labels = torch.arange(4).view(4, 1, 1).expand(4, 20, 30).clone()
+    (c, d), y = cutmix([clean, degraded], labels, prob=1.0)
+    moved = y != labels
+    assert moved.any(dim=(1, 2)).all()  # every sample got a box
+    frac = moved.float().mean(dim=(1, 2))
+    assert bool(((frac >= 0.05) & (frac <= 0.55)).all())
+    assert torch.equal(y[moved], labels.roll(1, 0)[moved])  # the box came from the partner
+    assert torch.allclose(d, c * 0.5)  # views stay aligned pixel for pixel
+    (c0,), y0 = cutmix([clean], labels, prob=0.0)
+    assert torch.equal(c0, clean) and torch.equal(y0, labels)
+
+
+def test_color_cast_shares_factors_across_views_and_stays_in_range():
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 8, 8)
+    views = torch.stack([x, x], 1)
+    out = color_cast(views, gain=0.3, gamma=0.5)
+    assert torch.equal(out[:, 0], out[:, 1])
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert not torch.allclose(out[:, 0], x)
+    assert torch.equal(color_cast(x, 0.0, 0.0), x)
 
 
 def test_area_downsample_matches_uplink_operator():
@@ -317,7 +345,8 @@ def test_train_seg_robust_recipe_with_held_out_drive(camvid, tmp_path):
                            '--set', 'width=8', '--set', 'batch_size=2', '--set', 'crop_h=32',
                            '--set', 'crop_w=32', '--set', 'steps=3', '--set', 'eval_every=3',
                            '--set', 'degrade_variants=2', '--set', 'ema_decay=0.9',
-                           '--set', 'holdout_sequences=B']) == 0
+                           '--set', 'holdout_sequences=B', '--set', 'cutmix_prob=0.5',
+                           '--set', 'channel_gain=0.2', '--set', 'gamma=0.3']) == 0
     _, ckpt = load_checkpoint(os.path.join(out, 'best.pt'))
     metrics = ckpt['metrics']
     assert {'miou', 'holdout_miou', 'agree_jpeg50'} <= set(metrics)
