@@ -21,6 +21,14 @@ for d in $WHEELS; do links+=(--find-links "$d"); done
 ros_reqs=$(grep -o '^ros-kilted-[a-z0-9-]*==[0-9.]*' requirements.txt | grep -v pytest)
 
 python3 -m venv --system-site-packages "$VENV"
+# When python3 is itself a venv (the GPU machine's torch lives in one), --system-site-packages
+# only reaches the base interpreter: add the outer venv's packages too, after the new venv's own.
+outer=$(python3 -c 'import sys, sysconfig
+print(sysconfig.get_paths()["purelib"] if sys.prefix != sys.base_prefix else "")')
+if [ -n "$outer" ]; then
+  "$VENV/bin/python" -c 'import sys, sysconfig
+open(sysconfig.get_paths()["purelib"] + "/zz_outer_venv.pth", "w").write(sys.argv[1] + "\n")' "$outer"
+fi
 # An old pip makes a legacy egg-link for the editable install, which hides the entry points.
 "$VENV/bin/python" -m pip install -q --no-index "${links[@]}" --upgrade pip 2>&1 \
   | grep -v '^WARNING' || true
