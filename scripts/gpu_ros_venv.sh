@@ -4,7 +4,7 @@
 #   WHEELS="dir1 dir2" bash scripts/gpu_ros_venv.sh [VENV]      (VENV: relative, default .venv312)
 #
 # The wheels are the Kilted lines of requirements.txt (plus pip, catkin_pkg, empy, lark,
-# psutil, setuptools, wheel, simplejpeg) for the target Python, fetched on a connected machine with
+# psutil, setuptools, wheel, av, simplejpeg) for the target Python, fetched on a connected machine with
 #   pip download --python-version 3.12 --only-binary=:all: --platform manylinux_2_28_x86_64 \
 #     --platform manylinux2014_x86_64 --platform any -d DIR <those names>
 # (empy is an sdist: `pip wheel --no-deps empy==3.3.4 -w DIR` first, it is pure Python).
@@ -33,7 +33,7 @@ fi
 "$VENV/bin/python" -m pip install -q --no-index "${links[@]}" --upgrade pip 2>&1 \
   | grep -v '^WARNING' || true
 "$VENV/bin/python" -m pip install -q --no-index "${links[@]}" $ros_reqs catkin_pkg \
-  empy==3.3.4 lark psutil simplejpeg setuptools wheel 2>&1 | grep -v '^WARNING' || true
+  empy==3.3.4 lark psutil av simplejpeg setuptools wheel 2>&1 | grep -v '^WARNING' || true
 "$VENV/bin/python" -c 'import rclpy, torch, cv2, catkin_pkg, em, ament_package, simplejpeg
 print("ros venv:", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'
 # requirements.txt is already satisfied (without its CPU torch pin): the Makefile's dependency
