@@ -86,9 +86,10 @@ def tls_settings(keys_dir: str, own_name: str, listen: bool) -> Dict:
     """zenoh `transport/link/tls` section for mutual TLS with the fleet CA in keys_dir."""
     own = f'{keys_dir.rstrip("/")}/{own_name}'
     side = 'listen' if listen else 'connect'
-    return {'root_ca_certificate': f'{keys_dir.rstrip("/")}/ca.pem', 'enable_mtls': True,
-            f'{side}_private_key': own + '.key', f'{side}_certificate': own + '.pem',
-            'verify_name_on_connect': True, 'close_link_on_expiration': True}
+    settings = {'root_ca_certificate': f'{keys_dir.rstrip("/")}/ca.pem', 'enable_mtls': True,
+                f'{side}_private_key': own + '.key', f'{side}_certificate': own + '.pem',
+                'verify_name_on_connect': True, 'close_link_on_expiration': True}
+    return settings
 
 
 def session_settings(endpoint: str, keys_dir: str, own_name: str, listen: bool,
@@ -109,6 +110,10 @@ def session_settings(endpoint: str, keys_dir: str, own_name: str, listen: bool,
         'transport/link/tls': tls_settings(keys_dir, own_name, listen),
         # Largest message reassembled from the link: memory per message is bounded by this.
         'transport/link/rx/max_message_size': int(max_message_bytes),
+        # zenoh 1.x moves messages over 3 kB through /dev/shm when both ends share a host (its
+        # "transport optimization", on by default): robot and server are separate hosts, and in
+        # the namespace test (tools/wan_test.py) the frames bypassed the shaped link that way.
+        'transport/shared_memory/enabled': False,
     }
     if listen:
         settings['listen/endpoints'] = [endpoint]
