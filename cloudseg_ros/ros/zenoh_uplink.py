@@ -153,6 +153,15 @@ class TeePublisher:
         return self._ros_pub.get_subscription_count() + 1
 
 
+def decode_payload(payload: bytes, msg_type: type, key: str = ''):
+    """The `msg_type` message in CDR `payload`; ValueError (naming `key`) if it is not one."""
+    try:
+        return deserialize_message(payload, msg_type)
+    except Exception as err:  # noqa: B902 (rclpy raises its own types for bad CDR)
+        raise ValueError(f'undecodable {msg_type.__name__} on {key}: '
+                         f'{type(err).__name__}') from err
+
+
 class Inbox:
     """Received samples of one zenoh key, at most `depth` kept (oldest dropped)."""
 
@@ -174,11 +183,7 @@ class Inbox:
 
     def decode(self, payload: bytes):
         """The ROS message in `payload`; ValueError if it is not a valid CDR `msg_type`."""
-        try:
-            return deserialize_message(payload, self.msg_type)
-        except Exception as err:  # noqa: B902 (rclpy raises its own types for bad CDR)
-            raise ValueError(f'undecodable {self.msg_type.__name__} on {self.key}: '
-                             f'{type(err).__name__}') from err
+        return decode_payload(payload, self.msg_type, self.key)
 
 
 class ZenohLink:
