@@ -94,3 +94,33 @@ def test_unreachable_server_and_bad_settings_are_named(fleet, tmp_path):
     assert 'cannot set up TLS' in probe_tls('tcp/localhost:1', keys_dir, 'robot1')
     assert 'cannot set up TLS' in probe_tls('tls/localhost:1', str(tmp_path), 'robot1')
     assert split_endpoint('tls/[::1]:7447') == ('::1', 7447)
+
+
+def test_reasons_against_the_servers_zenoh_router(tmp_path):
+    """The same four answers from the real router (rustls) the cloud runs."""
+    zenoh = pytest.importorskip('zenoh')
+    import json
+    import shutil
+    from cloudseg_ros.core.zenoh_fleet import session_settings
+    fleet, other, mixed = (str(tmp_path / name) for name in ('fleet', 'other', 'mixed'))
+    make_keys(fleet, ['robot1'], ['localhost'])
+    make_keys(other, ['robot1'], ['localhost'])
+    os.makedirs(mixed)  # the fleet's CA, a robot pair another CA signed
+    for src, name in ((fleet, 'ca.pem'), (other, 'robot1.pem'), (other, 'robot1.key')):
+        shutil.copy(os.path.join(src, name), os.path.join(mixed, name))
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    config = zenoh.Config()
+    for path, value in session_settings(f'tls/127.0.0.1:{port}', fleet, SERVER_NAME, True,
+                                        1 << 20, ['robot1']).items():
+        config.insert_json5(path, json.dumps(value))
+    router = zenoh.open(config)
+    try:
+        assert probe_tls(f'tls/localhost:{port}', fleet, 'robot1') == ''
+        assert "not valid for '127.0.0.1'" in probe_tls(f'tls/127.0.0.1:{port}', fleet, 'robot1')
+        assert 'fleet CA' in probe_tls(f'tls/localhost:{port}', other, 'robot1')
+        assert "refused this robot's certificate" in probe_tls(f'tls/localhost:{port}', mixed,
+                                                               'robot1')
+    finally:
+        router.close()
