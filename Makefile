@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data/camvid11
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+WAN_ARGS ?=
 # The generated Python interfaces live outside site-packages' own cloudseg_ros/ so the source tree
 # (installed editable) and the interfaces merge into one package (see cloudseg_ros/__init__.py).
 MSG_PY_DIR := cloudseg_msgs_py
@@ -63,9 +64,10 @@ bench-edge: venv
 bench-cloud: venv
 	$(VENV)/bin/cloudseg bench-cloud
 
-# Needs root (network namespaces + tc); says "skipped" otherwise.
+# Needs root (network namespaces + tc); says "skipped" otherwise. WAN_ARGS='--uplink zenoh':
+# the robot-cloud hop over the zenoh uplink with mutual TLS.
 wan-test: venv
-	$(VENV)/bin/cloudseg wan-test
+	$(VENV)/bin/cloudseg wan-test $(WAN_ARGS)
 
 clean:
 	rm -rf build $(VENV)

@@ -20,6 +20,11 @@ from typing import Dict, List, Sequence
 PREFIX = 'cloudseg'
 SERVER_NAME = 'cloudseg-server'
 DEFAULT_PORT = 7447
+# The robot's TCP send buffer (the kernel doubles it). Left to autotuning it grew to megabytes:
+# when the uplink fell from 8 to 1 Mbit/s in the namespace test, ~1 MB of frames already in it
+# drained for 13 s and masks came back up to 9 s old. Bounded, the backlog is about this plus
+# zenoh's own queue; at 8 Mbit/s it still allows ~80 ms of round trip.
+SEND_BUFFER_BYTES = 65536
 # Robot names become key expressions and certificate common names: a safe alphabet, no wildcards.
 NAME_PATTERN = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_\-]{0,62}$')
 
@@ -83,12 +88,18 @@ def check_key_files(keys_dir: str, own_name: str) -> None:
 
 
 def tls_settings(keys_dir: str, own_name: str, listen: bool) -> Dict:
-    """zenoh `transport/link/tls` section for mutual TLS with the fleet CA in keys_dir."""
+    """zenoh `transport/link/tls` section for mutual TLS with the fleet CA in keys_dir.
+
+    The robot's socket send buffer is fixed at SEND_BUFFER_BYTES (see there).
+    """
     own = f'{keys_dir.rstrip("/")}/{own_name}'
     side = 'listen' if listen else 'connect'
-    return {'root_ca_certificate': f'{keys_dir.rstrip("/")}/ca.pem', 'enable_mtls': True,
-            f'{side}_private_key': own + '.key', f'{side}_certificate': own + '.pem',
-            'verify_name_on_connect': True, 'close_link_on_expiration': True}
+    settings = {'root_ca_certificate': f'{keys_dir.rstrip("/")}/ca.pem', 'enable_mtls': True,
+                f'{side}_private_key': own + '.key', f'{side}_certificate': own + '.pem',
+                'verify_name_on_connect': True, 'close_link_on_expiration': True}
+    if not listen:
+        settings['so_sndbuf'] = SEND_BUFFER_BYTES
+    return settings
 
 
 def session_settings(endpoint: str, keys_dir: str, own_name: str, listen: bool,
@@ -109,6 +120,10 @@ def session_settings(endpoint: str, keys_dir: str, own_name: str, listen: bool,
         'transport/link/tls': tls_settings(keys_dir, own_name, listen),
         # Largest message reassembled from the link: memory per message is bounded by this.
         'transport/link/rx/max_message_size': int(max_message_bytes),
+        # zenoh 1.x moves messages over 3 kB through /dev/shm when both ends share a host (its
+        # "transport optimization", on by default): robot and server are separate hosts, and in
+        # the namespace test (tools/wan_test.py) the frames bypassed the shaped link that way.
+        'transport/shared_memory/enabled': False,
     }
     if listen:
         settings['listen/endpoints'] = [endpoint]

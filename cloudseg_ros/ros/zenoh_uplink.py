@@ -20,6 +20,8 @@ refuses larger messages on the link). zenoh is imported only when selected, so D
 need not install it.
 """
 import json
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -28,6 +30,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Empty
 
+from cloudseg_ros.core.tls_probe import probe_tls
 from cloudseg_ros.core.zenoh_fleet import (DEFAULT_PORT, SERVER_NAME, down_key, frames_key,
                                            robot_name, session_settings)
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
@@ -37,6 +40,8 @@ from cloudseg_ros.ros.params import ParamSpec
 
 TRANSPORTS = ('dds', 'zenoh')
 DRAIN_PERIOD_S = 0.005  # how often received zenoh samples are handed to the node
+LINK_CHECK_S = 5.0  # how often the edge looks whether its link to the server is up
+LINK_REPORT_S = 30.0  # while it is down, why is logged again this often
 # Downlink: (relative topic, type, QoS), as the cloud publishes them (ros/robot_stream.py).
 DOWNLINK = (('mask/compressed', CompressedImage, qos.IMAGE),
             ('cloud_stats', PipelineStats, qos.STATS),
@@ -148,6 +153,15 @@ class TeePublisher:
         return self._ros_pub.get_subscription_count() + 1
 
 
+def decode_payload(payload: bytes, msg_type: type, key: str = ''):
+    """The `msg_type` message in CDR `payload`; ValueError (naming `key`) if it is not one."""
+    try:
+        return deserialize_message(payload, msg_type)
+    except Exception as err:  # noqa: B902 (rclpy raises its own types for bad CDR)
+        raise ValueError(f'undecodable {msg_type.__name__} on {key}: '
+                         f'{type(err).__name__}') from err
+
+
 class Inbox:
     """Received samples of one zenoh key, at most `depth` kept (oldest dropped)."""
 
@@ -169,11 +183,7 @@ class Inbox:
 
     def decode(self, payload: bytes):
         """The ROS message in `payload`; ValueError if it is not a valid CDR `msg_type`."""
-        try:
-            return deserialize_message(payload, self.msg_type)
-        except Exception as err:  # noqa: B902 (rclpy raises its own types for bad CDR)
-            raise ValueError(f'undecodable {self.msg_type.__name__} on {self.key}: '
-                             f'{type(err).__name__}') from err
+        return decode_payload(payload, self.msg_type, self.key)
 
 
 class ZenohLink:
@@ -206,6 +216,47 @@ class ZenohLink:
         self.session.close()
 
 
+class LinkWatch:
+    """Says when the robot's link to the server comes up, and why not while it is down.
+
+    zenoh retries a refused TLS link silently, so without this a robot with the wrong keys or
+    endpoint would just never send anything. While the session has no router, a TLS probe
+    (core/tls_probe.py, in its own thread: it may wait for a timeout) runs every LINK_CHECK_S;
+    its reason is logged as an error when it changes, and again every LINK_REPORT_S.
+    """
+
+    def __init__(self, node: Node, session, settings: UplinkSettings, robot: str) -> None:
+        self._logger = node.get_logger()
+        self._session = session
+        self._settings = settings
+        self._robot = robot
+        self._connected = False
+        self._reason = ''
+        self._next_report_s = 0.0
+        self._probe: Optional[threading.Thread] = None
+        node.create_timer(LINK_CHECK_S, self._check, clock=steady_clock())
+
+    def _check(self) -> None:
+        connected = bool(list(self._session.info.routers_zid()))
+        if connected != self._connected:
+            self._logger.info(f'uplink: zenoh link to {self._settings.endpoint} '
+                              f"{'up' if connected else 'lost'}")
+            self._reason = ''
+        self._connected = connected
+        if not connected and not (self._probe and self._probe.is_alive()):
+            self._probe = threading.Thread(target=self._report, daemon=True)
+            self._probe.start()
+
+    def _report(self) -> None:
+        reason = (probe_tls(self._settings.endpoint, self._settings.keys_dir, self._robot)
+                  or 'the TLS handshake succeeds, but zenoh did not open a session')
+        now_s = time.monotonic()
+        if reason == self._reason and now_s < self._next_report_s:
+            return
+        self._reason, self._next_report_s = reason, now_s + LINK_REPORT_S
+        self._logger.error(f'uplink: no zenoh link to {self._settings.endpoint}: {reason}')
+
+
 class EdgeZenohUplink:
     """The edge's zenoh side: `publish(frame)` up, the downlink republished on local topics."""
 
@@ -219,6 +270,7 @@ class EdgeZenohUplink:
             self.link.route(guard, Inbox(session, down_key(self.robot, topic), msg_type,
                                          settings.queue_depth), local.publish)
         self._frames = ZenohPublisher(session, frames_key(self.robot))
+        self.watch = LinkWatch(node, session, settings, self.robot)
 
     def publish(self, frame: EncodedFrame) -> None:
         """Send one frame up."""

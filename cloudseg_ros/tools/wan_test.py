@@ -10,7 +10,11 @@ wan_test.json and wan_test.png to --out.
 
 The controller's profile is a ladder of JPEG configurations whose bitrates are measured on the
 clip with the robot's own pipeline before the run (their accuracies are placeholders that only
-order the ladder: this test is about the network, not accuracy). Needs root and `ip netns`;
+order the ladder: this test is about the network, not accuracy). With --uplink zenoh the
+robot-cloud hop is the zenoh uplink instead of DDS: keys made for the run (`cloudseg keys`, the
+server's certificate for the cloud namespace's address), the robot dialling the cloud's zenoh
+router over mutual TLS with its own certificate, DDS kept inside each namespace (another domain
+on each side). Needs root and `ip netns`;
 without them it prints 'skipped' and exits 0, so `make wan-test` never fails for lack of rights.
 """
 import argparse
@@ -26,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from cloudseg_ros.core.edge_pipeline import EdgeConfig, EdgePipeline
 from cloudseg_ros.core.profile import ProfileEntry, StreamConfig, save_profile
 from cloudseg_ros.core.sources import SourceError, open_source
+from cloudseg_ros.core.zenoh_fleet import DEFAULT_PORT, robot_name
 from cloudseg_ros.paths import package_file
 from cloudseg_ros.tools import wan_report as report
 from cloudseg_ros.tools.processes import LoggedProcess, param_text
@@ -49,6 +54,9 @@ LADDER_QUALITIES = (50, 60, 70, 80, 85, 90, 95)
 LADDER_MAX_STEP = 1.3
 LADDER_TOP_FRACTION = 0.8  # no entry above this fraction of the fastest phase: it never fits
 SKIP_TEXT = 'wan-test skipped: needs root and network namespaces'
+# How the edge words a refusal at the TLS handshake (core/tls_probe.py).
+TLS_REFUSALS = ('certificate was refused', "refused this robot's certificate",
+                'TLS handshake with')
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -81,6 +89,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--up-limit-s', type=float, default=report.Limits.up_limit_s)
     parser.add_argument('--latency-p95-ms', type=float,
                         default=report.Limits.latency_p95_limit_ms)
+    parser.add_argument('--uplink', choices=('dds', 'zenoh'), default='dds',
+                        help='robot-cloud hop: DDS with unicast peers, or zenoh with mutual TLS '
+                             '(keys made for the run)')
     parser.add_argument('--out', default=os.path.join('out', 'wan'))
     args = parser.parse_args(argv)
     if len(args.rates) < 2 or min(args.rates) <= 0:
@@ -204,6 +215,41 @@ def dds_env(peer_ip: str, domain_id: int, log_dir: str) -> Dict[str, str]:
     return env
 
 
+def local_dds_env(domain_id: int, log_dir: str) -> Dict[str, str]:
+    """Environment of one side when zenoh carries the uplink: DDS stays on the namespace's host.
+
+    Discovery only on the namespace's loopback, the default Fast DDS transports, and a domain
+    of the side's own: nothing can cross the link over DDS.
+    """
+    env = {key: value for key, value in os.environ.items()
+           if key not in ('ROS_LOCALHOST_ONLY', 'ROS_STATIC_PEERS', 'ROS_DISCOVERY_SERVER',
+                          'FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE',
+                          'CLOUDSEG_DDS_PEER')}
+    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               RMW_IMPLEMENTATION='rmw_fastrtps_cpp', ROS_LOG_DIR=log_dir, PYTHONUNBUFFERED='1')
+    return env
+
+
+def make_uplink_keys(work_dir: str) -> str:
+    """`cloudseg keys` for the run: the fleet CA, robot1 and the server at CLOUD_IP."""
+    from cloudseg_ros.tools.keys import make_keys  # needs cryptography: only for zenoh
+    keys_dir = os.path.join(work_dir, 'keys')
+    make_keys(keys_dir, [robot_name(NAMESPACE)], [CLOUD_IP])
+    return keys_dir
+
+
+def side_settings(uplink: str, keys_dir: str, log_dir: str) -> Tuple[Dict, Dict, Dict, Dict]:
+    """(cloud env, robot env, cloud uplink parameters, edge uplink parameters) of the run."""
+    domain_id = 1 + os.getpid() % 100  # the namespaces isolate runs anyway
+    if uplink == 'dds':
+        return dds_env(ROBOT_IP, domain_id, log_dir), dds_env(CLOUD_IP, domain_id, log_dir), {}, {}
+    endpoint = f'tls/{CLOUD_IP}:{DEFAULT_PORT}'
+    params = {'uplink_transport': 'zenoh', 'zenoh_keys_dir': keys_dir}
+    return (local_dds_env(domain_id, log_dir), local_dds_env(1 + (domain_id + 50) % 100, log_dir),
+            dict(params, zenoh_endpoint=f'tls/0.0.0.0:{DEFAULT_PORT}'),
+            dict(params, zenoh_endpoint=endpoint))
+
+
 def ns_process(prefix: List[str], module: str, args: List[str], log_dir: str,
                env: Dict[str, str]) -> LoggedProcess:
     """One module (`python -m`) in its own process inside a network namespace.
@@ -215,23 +261,25 @@ def ns_process(prefix: List[str], module: str, args: List[str], log_dir: str,
 
 
 def start_processes(link: WanLink, args: argparse.Namespace, profile_path: str,
-                    models_dir: str, monitor_path: str, log_dir: str) -> List[LoggedProcess]:
+                    models_dir: str, monitor_path: str, log_dir: str,
+                    keys_dir: str = '') -> List[LoggedProcess]:
     """Cloud in the cloud namespace; monitor, controller, edge and camera in the robot's."""
-    domain_id = 1 + os.getpid() % 100  # the namespaces isolate runs anyway
-    cloud_env = dds_env(ROBOT_IP, domain_id, log_dir)
+    cloud_env, robot_env, cloud_uplink, edge_uplink = side_settings(args.uplink, keys_dir,
+                                                                    log_dir)
     cloud_env['OMP_NUM_THREADS'] = '1'  # one core stays with the robot side (one host here)
-    robot_env = dds_env(CLOUD_IP, domain_id, log_dir)
     cloud, robot = link.exec_prefix('cloud'), link.exec_prefix('robot')
     started = []
     # The cloud first (torch import and model loading take longest), the camera last.
     for prefix, module, argv, env in (
             (cloud, NODES + 'cloud_node', ros_args(
                 {'robot_namespaces': [NAMESPACE], 'models_dir': models_dir, 'device': args.device,
-                 'sr_variant': args.sr_variant, 'publish_color': False}, '/'), cloud_env),
+                 'sr_variant': args.sr_variant, 'publish_color': False, **cloud_uplink}, '/'),
+             cloud_env),
             (robot, MONITOR, ['--namespace', NAMESPACE, '--out', monitor_path, '--trace',
                               os.path.join(os.path.dirname(monitor_path), 'trace.jsonl')],
              robot_env),
-            (robot, NODES + 'edge_node', ros_args({'publish_compressed': False}), robot_env),
+            (robot, NODES + 'edge_node', ros_args({'publish_compressed': False, **edge_uplink}),
+             robot_env),
             (robot, NODES + 'controller_node', ros_args({'profile': profile_path}), robot_env),
             (robot, NODES + 'camera_replay_node', ros_args(
                 {'source': os.path.abspath(args.input), 'rate_hz': CAMERA_HZ, 'loop': True}),
@@ -339,6 +387,25 @@ def profile_errors(processes: Sequence[LoggedProcess]) -> List[str]:
     return [p.name for p in processes if 'XMLPARSER' in p.log()]
 
 
+def zenoh_link_check(processes: Sequence[LoggedProcess]) -> report.Check:
+    """Whether the edge's zenoh link to the cloud's router came up (mutual TLS, its own keys).
+
+    Only refusals at the TLS handshake count against it (a certificate refused, a failed
+    handshake): 'cannot reach' while the cloud starts or the link is cut, and a session not yet
+    reopened after an outage, are expected.
+    """
+    logs = {p.name: p.log() for p in processes}
+    edge, cloud = logs.get('edge_node', ''), logs.get('cloud_node', '')
+    endpoint = f'tls/{CLOUD_IP}:{DEFAULT_PORT}'
+    up = f'zenoh link to {endpoint} up' in edge and 'uplink: zenoh router' in cloud
+    refusals = sorted({line.split(': ', 2)[-1] for line in edge.splitlines()
+                       if 'no zenoh link' in line
+                       and any(words in line for words in TLS_REFUSALS)})
+    detail = (f"edge as {robot_name(NAMESPACE)} -> cloud router {endpoint}: "
+              f"{'link up' if up else 'no link'}" + (f'; refused: {refusals}' if refusals else ''))
+    return report.Check('zenoh mTLS link', up and not refusals, detail)
+
+
 # ---------------------------------------------------------------------------- the report
 def write_report(args: argparse.Namespace, run: Dict, monitor: MonitorFile,
                  ladder: Sequence[ProfileEntry]) -> bool:
@@ -397,7 +464,7 @@ def sigterm_as_interrupt():
 
 
 def stream_over_link(args: argparse.Namespace, link: WanLink, profile_path: str,
-                     models_dir: str) -> Tuple[Dict, MonitorFile]:
+                     models_dir: str, keys_dir: str = '') -> Tuple[Dict, MonitorFile]:
     """Start the nodes, run the phases, stop the nodes; failures are returned as checks."""
     log_dir = os.path.join(args.out, 'logs')
     os.makedirs(log_dir, exist_ok=True)
@@ -407,7 +474,8 @@ def stream_over_link(args: argparse.Namespace, link: WanLink, profile_path: str,
     run: Dict = {'phases': [], 'failures': [], 'uplink_tbf': []}
     processes: List[LoggedProcess] = []
     try:
-        processes = start_processes(link, args, profile_path, models_dir, monitor.path, log_dir)
+        processes = start_processes(link, args, profile_path, models_dir, monitor.path, log_dir,
+                                    keys_dir)
         print(f'waiting for the first mask over the link (<= {args.startup_timeout_s:.0f} s)',
               flush=True)
         run['first_mask_s'] = round(wait_for_first_mask(monitor, processes,
@@ -420,6 +488,8 @@ def stream_over_link(args: argparse.Namespace, link: WanLink, profile_path: str,
         run['multicast_dropped'] = link.multicast_drops()
         for process in reversed(processes):
             process.stop()
+    if args.uplink == 'zenoh':
+        run['failures'].append(zenoh_link_check(processes))
     broken = profile_errors(processes)
     if broken:
         run['failures'].append(report.Check('Fast DDS profile', False,
@@ -445,6 +515,7 @@ def run_on_link(args: argparse.Namespace) -> Optional[Tuple[Dict, MonitorFile]]:
     """Build the link, stream over it, tear it down; None (said why) if it cannot be built."""
     with tempfile.TemporaryDirectory(prefix='cloudseg_wan_') as work:
         models_dir, models_text = resolve_models(args, work)
+        keys_dir = make_uplink_keys(work) if args.uplink == 'zenoh' else ''
         for name in remove_stale_namespaces():
             print(f'removed namespace {name} left by a killed run')
         link = WanLink(str(os.getpid()), args.rates[0])
@@ -454,14 +525,15 @@ def run_on_link(args: argparse.Namespace) -> Optional[Tuple[Dict, MonitorFile]]:
             print(f'{SKIP_TEXT} (building the link failed: {err})', flush=True)
             return None
         print(f'link: {link.robot_ns} {ROBOT_IP} --tbf--> {link.cloud_ns} {CLOUD_IP}; '
-              f'cloud models: {models_text}', flush=True)
+              f'uplink over {args.uplink}; cloud models: {models_text}', flush=True)
         try:
             run, monitor = stream_over_link(args, link, os.path.join(args.out, 'profile.yaml'),
-                                            models_dir)
+                                            models_dir, keys_dir)
         finally:
             link.down()
-    run.update(models=models_text, rates_kbit=list(args.rates), phase_s=args.phase_s,
-               warmup_s=args.warmup_s, outages_s=list(args.outages), recovery_s=args.recovery_s)
+    run.update(uplink=args.uplink, models=models_text, rates_kbit=list(args.rates),
+               phase_s=args.phase_s, warmup_s=args.warmup_s, outages_s=list(args.outages),
+               recovery_s=args.recovery_s)
     return run, monitor
 
 

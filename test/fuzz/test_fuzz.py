@@ -7,14 +7,17 @@ inputs. `cloudseg fuzz` runs the same targets for longer.
 import glob
 import json
 import os
+import random
 
 import pytest
+from rclpy.serialization import serialize_message
 
 from cloudseg_ros.core import fuzz
 from cloudseg_ros.core.delivery import MAX_TRACKED
 from cloudseg_ros.core.receiver import ReceiveError, ReceiveLimits, StreamReceiver
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros.frames import meta_from_msg
+from cloudseg_ros.ros.zenoh_uplink import decode_payload
 from cloudseg_ros.tools import fuzz as fuzz_tool
 
 CASES = int(os.environ.get('CLOUDSEG_FUZZ_CASES', '10000'))
@@ -25,6 +28,7 @@ STATS_CASES = CASES - FRAME_CASES
 ENGINE_EVERY = 4
 ENGINE_MAX_PIXELS = 10_000
 SEED = 12
+CDR_CASES = CASES // 5  # mutated CDR messages, as a robot's zenoh link could deliver them
 # Small bounds keep the boundary cases cheap (a payload at max_payload_bytes is allocated).
 LIMITS = ReceiveLimits(max_input_pixels=100_000, max_output_pixels=300_000,
                        max_payload_bytes=1 << 20)
@@ -72,6 +76,49 @@ def test_controller_inputs():
     _fail_on(result)
     assert result.outcomes['rejected'] > 0 and result.outcomes['accepted'] > STATS_CASES
     assert result.rss_growth_mb < 16
+
+
+def test_mutated_cdr_from_the_zenoh_uplink_is_refused_or_handled(seeds):
+    """Bytes from a robot's zenoh link, CDR-decoded as the cloud does (`decode_payload`): a
+    hostile length or a cut message is a ValueError, and what decodes meets the receiver's
+    checks; nothing else escapes and memory stays flat."""
+    rng = random.Random(SEED)
+    good = [serialize_message(fuzz_tool.frame_msg(fuzz.FrameFuzzer(SEED, seeds, LIMITS)
+                                                  .good_jpeg(seq))) for seq in (1, 2, 3)]
+    outcomes = {'undecodable': 0, 'rejected': 0, 'accepted': 0}
+    rss_start = fuzz_tool.rss_mb()
+    for _ in range(CDR_CASES):
+        receiver = StreamReceiver(LIMITS)
+        try:
+            msg = decode_payload(_mutate_cdr(rng, rng.choice(good)), EncodedFrame, 'fuzz')
+        except ValueError:
+            outcomes['undecodable'] += 1
+            continue
+        try:
+            receiver.receive(meta_from_msg(msg), msg.data)
+            outcomes['accepted'] += 1
+        except ReceiveError:
+            outcomes['rejected'] += 1
+    assert min(outcomes.values()) > CDR_CASES // 50, outcomes
+    assert fuzz_tool.rss_mb() - rss_start < 16, 'memory grew'
+
+
+def _mutate_cdr(rng: random.Random, payload: bytes) -> bytes:
+    """1-4 of: a length-like word set huge, a cut, a bit flip, trailing garbage."""
+    data = bytearray(payload)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.random()
+        if op < 0.4 and len(data) > 8:
+            at = rng.randrange(len(data) - 4)
+            data[at:at + 4] = rng.choice([b'\xff\xff\xff\xff', b'\xff\xff\xff\x7f',
+                                          b'\x00\x00\x00\x80', rng.randbytes(4)])
+        elif op < 0.6 and len(data) > 1:
+            data = data[:rng.randrange(1, len(data))]
+        elif op < 0.8:
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        else:
+            data += rng.randbytes(rng.randrange(64))
+    return bytes(data)
 
 
 def test_arrival_reports_alone_stay_bounded():

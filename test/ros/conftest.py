@@ -26,11 +26,14 @@ DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'camvid11')
 
 @pytest.fixture
 def launch(tmp_path):
-    """Start node processes; all are stopped at the end of the test."""
+    """Start node processes; all are stopped at the end of the test.
+
+    Logs go to tmp_path/<module>.log; give two processes of one module their own `log_dir`.
+    """
     started = []
 
-    def _launch(module, **kwargs):
-        node = NodeProcess(module, str(tmp_path), **kwargs)
+    def _launch(module, log_dir=None, **kwargs):
+        node = NodeProcess(module, str(log_dir or tmp_path), **kwargs)
         started.append(node)
         return node
 

@@ -7,7 +7,10 @@
   control, before and after the attempts); a malformed message from B is dropped; robot A's
   certificate publishing as B, a client without a certificate, a client whose certificate
   another CA signed, and a DDS publisher on B's `frames` next to the cloud all get nothing
-  through; A can neither read B's downlink nor put on it.
+  through; A can neither read B's downlink nor put on it;
+- the robot's side of the handshake: an edge dialling a name the server's certificate lacks,
+  and an edge whose keys another CA made, get no link, log why (core/tls_probe.py), and no
+  frame of theirs comes back as a mask or statistics.
 
 The weights are tiny random-init networks: these tests check plumbing and access, not accuracy.
 """
@@ -197,3 +200,59 @@ def test_only_a_robots_own_certificate_gets_its_frames_in(fleet, launch, ros_nod
     finally:
         for session in (z1, z2):
             session.close()
+
+
+# What each refused edge logs (core/tls_probe.py), in the server's TLS words.
+NAME_REFUSED = "certificate is not valid for '127.0.0.1'"
+CA_REFUSED = 'not signed by the fleet CA'
+
+
+def _stamps(received):
+    return {(m.header.stamp.sec, m.header.stamp.nanosec) for m in received}
+
+
+def test_wrong_server_name_or_ca_gets_no_link_and_the_edge_says_why(
+        tmp_path, launch, ros_node, spin_until, tiny_models):
+    keys_dir = str(tmp_path / 'keys')
+    make_keys(keys_dir, ['z1', 'z2'], ['localhost'])  # the server's certificate: localhost only
+    other_dir = str(tmp_path / 'other_ca')
+    make_keys(other_dir, ['z2'], ['localhost'])
+    port = _free_port()
+    # Cloud, edges and this test on one DDS domain: whatever the cloud served would be seen.
+    cloud = launch(CLOUD, params={'robot_namespaces': ['/z1', '/z2'], 'models_dir': tiny_models,
+                                  'device': 'cpu',
+                                  **_zenoh_params(keys_dir, f'tls/127.0.0.1:{port}')})
+    edges = {'/z1': launch(EDGE, namespace='/z1', log_dir=tmp_path / 'z1', params={
+        'useful_threshold': 0.0,  # dials an address, not the certificate's name
+        **_zenoh_params(keys_dir, f'tls/127.0.0.1:{port}')}),
+        '/z2': launch(EDGE, namespace='/z2', log_dir=tmp_path / 'z2', params={
+            'useful_threshold': 0.0,  # the right name, another CA's keys
+            **_zenoh_params(other_dir, f'tls/localhost:{port}')})}
+    cameras = {ns: SceneCamera(ros_node, ns) for ns in edges}
+    back = []
+    for ns in edges:
+        ros_node.create_subscription(CompressedImage, f'{ns}/mask/compressed', back.append,
+                                     qos.SENSOR)
+        ros_node.create_subscription(PipelineStats, f'{ns}/cloud_stats', back.append, qos.STATS)
+    z2 = _client(keys_dir, port, 'z2')  # positive control: z2's own keys, the server's name
+    seen_by_z2 = _stats_stamps(z2, 'z2')
+    try:
+        def serve_and_explain():
+            for camera in cameras.values():
+                camera.publish()
+            z2.put(frames_key('z2'), _frame(100))
+            return (100 in seen_by_z2 and NAME_REFUSED in edges['/z1'].log()
+                    and CA_REFUSED in edges['/z2'].log())
+
+        assert spin_until(serve_and_explain, 90.0), (cloud.log() + edges['/z1'].log()
+                                                     + edges['/z2'].log())
+        spin_until(lambda: [c.publish() for c in cameras.values()] and False, 5.0)
+        sent = set().union(*(c.sent for c in cameras.values()))
+        assert not _stamps(back) & sent, 'a frame of a refused edge came back'
+        z1_log, z2_log = edges['/z1'].log(), edges['/z2'].log()
+        assert 'cloudseg keys --server-host' in z1_log
+        assert not [line for line in (z1_log + z2_log).splitlines()
+                    if 'uplink: zenoh link to' in line and line.endswith(' up')]
+        assert cloud.alive() and all(edge.alive() for edge in edges.values())
+    finally:
+        z2.close()

@@ -117,3 +117,30 @@ def test_slow_return_and_lasting_latency_after_an_outage_fail():
     checks = _by_name(report.evaluate(merged, phases, LADDER, report.Limits()))
     assert not checks['latency after a 10 s outage'].passed
     assert checks['no backlog after a 10 s outage'].passed
+
+
+class _Logged:
+    """A stand-in for a LoggedProcess: a name and a log."""
+
+    def __init__(self, name, text):
+        self.name, self._text = name, text
+
+    def log(self):
+        return self._text
+
+
+def test_zenoh_link_check_counts_only_tls_refusals():
+    from cloudseg_ros.tools.wan_test import zenoh_link_check
+    ep = 'tls/10.203.0.2:7447'
+    edge = (f'[ERROR] [1] [robot1.edge]: uplink: no zenoh link to {ep}: cannot reach '
+            f'{ep[4:]}: Connection refused\n'
+            f'[INFO] [2] [robot1.edge]: uplink: zenoh link to {ep} up\n'
+            f'[ERROR] [3] [robot1.edge]: uplink: no zenoh link to {ep}: the TLS handshake '
+            'succeeds, but zenoh did not open a session\n')
+    cloud = '[INFO] [1] [cloud]: uplink: zenoh router on tls/0.0.0.0:7447 for robot1\n'
+    assert zenoh_link_check([_Logged('edge_node', edge), _Logged('cloud_node', cloud)]).passed
+    refused = edge + (f"[ERROR] [4] [robot1.edge]: uplink: no zenoh link to {ep}: the server's "
+                      'certificate was refused: unable to get local issuer certificate\n')
+    check = zenoh_link_check([_Logged('edge_node', refused), _Logged('cloud_node', cloud)])
+    assert not check.passed and 'local issuer' in check.detail
+    assert not zenoh_link_check([_Logged('edge_node', edge), _Logged('cloud_node', '')]).passed

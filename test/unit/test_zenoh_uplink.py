@@ -62,6 +62,12 @@ def test_session_settings_robot_dials_out_server_listens_with_mtls(tmp_path):
     assert server['transport/link/tls']['listen_private_key'] == f'{k}/cloudseg-server.key'
     assert server['access_control']['policies']
     assert server['transport/link/rx/max_message_size'] == 1000
+    # Frames go over the link, never through /dev/shm (zenoh's same-host shortcut).
+    assert robot['transport/shared_memory/enabled'] is False
+    assert server['transport/shared_memory/enabled'] is False
+    # The robot's send buffer is bounded (a stale backlog after a rate drop), not autotuned.
+    assert robot['transport/link/tls']['so_sndbuf'] == zenoh_fleet.SEND_BUFFER_BYTES
+    assert 'so_sndbuf' not in server['transport/link/tls']
     with pytest.raises(ValueError, match='tls/'):
         zenoh_fleet.session_settings('tcp/srv:7447', k, 'r1', False, 1000)
     with pytest.raises(ValueError, match='r2.pem, r2.key'):
