@@ -161,6 +161,8 @@ class SegEngine:
         if self.device.type == 'cuda':
             # Few distinct shapes per deployment: autotuned conv algorithms pay off quickly.
             torch.backends.cudnn.benchmark = True
+        elif config.cuda_graphs:
+            _LOG.warning('cuda_graphs needs a CUDA device: %s runs eagerly', self.device)
         self.seg_model = self._load_seg(config.seg_checkpoint)
         self.num_classes = self.seg_model.num_classes
         self.class_names: List[str] = self.seg_model.class_names
