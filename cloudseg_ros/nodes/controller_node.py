@@ -98,6 +98,8 @@ class ControllerNode(Node):
         self._profile_error = ''
         self._last = (None, None, '')  # estimate kbps, entry, reason of the last switch
         self._acknowledged = False  # the edge runs the chosen entry (read back)
+        self._sync = ParamSync(EDGE_PARAMETERS)  # what the edge runs, what to send it
+        self._wanted = {}  # edge parameters of the chosen entry
         self._diagnostics = DiagnosticsPublisher(self, values['diagnostics_period_s'],
                                                  self._health)
         try:
@@ -109,8 +111,6 @@ class ControllerNode(Node):
             return
         self.uplink = UplinkController(self.profile.front, self.settings.policy)
         self.edge = RemoteParams(self, self._resolve(values['edge_node']))
-        self._sync = ParamSync(EDGE_PARAMETERS)
-        self._wanted = {}  # edge parameters of the chosen entry
         self._end_to_end = LatencyTracker()
         self._accuracy = math.nan
         self._sent_bytes = []  # (time_s, bytes) of the last seconds, from edge_stats
@@ -204,8 +204,8 @@ class ControllerNode(Node):
     def _health(self) -> list:
         """/diagnostics: bandwidth estimate, chosen entry, last switch, edge acknowledged."""
         name = self.get_namespace()
-        return [controller_report(name, *self._last, self._acknowledged,
-                                  self.settings.enabled, self._profile_error)]
+        return [controller_report(name, *self._last, self._acknowledged, self.settings.enabled,
+                                  self._profile_error, self._sync.status(self._wanted))]
 
     def _sync_edge(self, now_s: float) -> None:
         """Send the request core/param_sync.py asks for (sets only when enabled)."""
