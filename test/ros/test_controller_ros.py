@@ -101,6 +101,7 @@ def test_restarted_edge_gets_its_configuration_again(launch, ros_node, spin_unti
     controller = launch(CONTROLLER, namespace='/k5', params={'profile': profile_path,
                                                              'update_period_s': 0.2})
     params = RemoteParams(ros_node, '/k5/edge')
+    states = collect(ros_node, '/k5/controller_state', ControllerState, qos.STATUS)
 
     def edge_retuned():
         try:
@@ -115,6 +116,9 @@ def test_restarted_edge_gets_its_configuration_again(launch, ros_node, spin_unti
     edge = launch(EDGE, namespace='/k5', params={'scale': 1, 'jpeg_quality': 90})
     assert params.wait_ready(10.0), edge.log()
     assert spin_until(edge_retuned, 20.0), controller.log() + edge.log()
+    # The state is what the new edge runs, read back from it.
+    assert spin_until(lambda: states[-1].edge_in_sync and states[-1].scale == 4, 10.0), \
+        controller.log()
 
 
 def test_edge_changed_behind_its_back_is_set_again(launch, ros_node, spin_until, profile_path):
