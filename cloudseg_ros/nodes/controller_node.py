@@ -12,6 +12,7 @@ reappear, its sequence numbers start again, or its values diverge) is read and s
 Publishes `controller_state` (latched) with the configuration the edge really runs.
 """
 import math
+import time
 from dataclasses import dataclass
 
 from rclpy.node import Node
@@ -197,7 +198,7 @@ class ControllerNode(Node):
         self._last = (state.estimate_kbps, decision.entry.name,
                       decision.reason if decision.changed else self._last[2])
         self._wanted = decision.entry.config.edge_parameters()
-        self._sync_edge(now_s)
+        self._sync_edge(time.monotonic())
         self._acknowledged = self._sync.in_sync(self._wanted)
         self._state_pub.publish(self._state(decision, state.estimate_kbps))
 
@@ -208,7 +209,10 @@ class ControllerNode(Node):
                                   self._profile_error, self._sync.status(self._wanted))]
 
     def _sync_edge(self, now_s: float) -> None:
-        """Send the request core/param_sync.py asks for (sets only when enabled)."""
+        """Send the request core/param_sync.py asks for (sets only when enabled).
+
+        Its timeouts and backoff run on the steady clock (`now_s`), like the link itself.
+        """
         if self._sync.on_presence(self.edge.ready()):
             self.get_logger().info(f'edge {self.edge.target} is up: reading its configuration')
         timeouts = self._sync.timeouts
@@ -229,7 +233,7 @@ class ControllerNode(Node):
 
     def _on_edge_answer(self, future, request: Request) -> None:
         """Feed the edge's answer to the sync; log refusals with the edge's reason."""
-        now_s = self._now_s()
+        now_s = time.monotonic()
         if request.kind == 'get':
             values = values_by_name(list(request.names), future.result())
             self._sync.on_get_done(now_s, request, values)
