@@ -173,13 +173,17 @@ class EdgeHealth:
 
 def controller_report(name: str, estimate_kbps: Optional[float], entry: Optional[str],
                       last_switch: str, edge_acknowledged: bool, enabled: bool,
-                      profile_error: str = '') -> StatusReport:
-    """The controller's status: estimate, chosen entry, why it last switched."""
+                      profile_error: str = '', edge_status: str = '') -> StatusReport:
+    """The controller's status: estimate, chosen entry, why it last switched.
+
+    `edge_status` says why the edge does not run the entry (unreachable, a refusal).
+    """
     problems = []
     if profile_error:
         problems.append((ERROR, f'no profile, the edge is not retuned: {profile_error}'))
     elif enabled and not edge_acknowledged:
-        problems.append((WARN, 'the edge has not acknowledged the chosen configuration'))
+        problems.append((WARN, 'the edge does not run the chosen configuration'
+                         + (f': {edge_status}' if edge_status else '')))
     running = 'running ' + (entry or '-') if enabled else 'advising ' + (entry or '-')
     level, message = _worst(problems, running)
     return StatusReport(f'cloudseg controller: {name}', name, level, message, [

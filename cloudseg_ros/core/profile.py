@@ -37,6 +37,9 @@ SCALES = (1, 2, 3, 4)
 DEFAULT_KEY_THRESHOLD = SelectorConfig.key_threshold
 _CONFIG_KEYS = ('scale', 'codec', 'quality', 'max_rate_hz', 'useful_threshold', 'key_threshold')
 _ENTRY_KEYS = _CONFIG_KEYS + ('kbps', 'accuracy')
+# The edge node's parameters a StreamConfig sets (both quality parameters: the codec picks one).
+EDGE_PARAMETERS = ('scale', 'codec', 'jpeg_quality', 'h264_crf', 'max_rate_hz',
+                   'useful_threshold', 'key_threshold')
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,19 @@ class StreamConfig:
                 'max_rate_hz': float(self.max_rate_hz),
                 'useful_threshold': float(self.useful_threshold),
                 'key_threshold': float(self.key_threshold)}
+
+    @staticmethod
+    def from_edge_parameters(values: Mapping[str, Any]) -> Optional['StreamConfig']:
+        """The configuration an edge runs, from its EDGE_PARAMETERS values.
+
+        None if one is missing (not read yet, or not an edge node).
+        """
+        if any(values.get(name) is None for name in EDGE_PARAMETERS):
+            return None
+        quality = values['jpeg_quality'] if values['codec'] == 'jpeg' else values['h264_crf']
+        return StreamConfig(int(values['scale']), str(values['codec']), int(quality),
+                            float(values['max_rate_hz']), float(values['useful_threshold']),
+                            float(values['key_threshold']))
 
 
 @dataclass

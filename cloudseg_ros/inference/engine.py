@@ -27,8 +27,8 @@ SR_MODES = ('model', 'bilinear')
 PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
 ALL_SCALES = (1, 2, 3, 4)
 _DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
-# Captured graphs keep their activations alive; bound the number of (batch, shape, scale) keys.
-# 16 = batch buckets 1, 2, 4, 8 at four scales of one camera size.
+# Captured graphs keep their activations alive; bound the number of (batch, shape, scale,
+# pyramid reuse) keys. 16 = batch buckets 1, 2, 4, 8 at four scales of one camera size.
 MAX_CUDA_GRAPHS = 16
 
 
@@ -45,7 +45,9 @@ class EngineConfig:
     sr_mode: str = 'model'  # 'model': CARN per scale; 'bilinear': plain resize (baseline)
     device: str = 'auto'  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
     precision: str = 'auto'  # 'auto' (bf16 on CUDA, fp32 on CPU), 'bf16', 'fp16', 'fp32'
-    pyramid_reuse: bool = True  # feed the LR frame to ICNet's branch of its scale (paper 3.2)
+    # Feed the LR frame to ICNet's branch of its scale (paper 3.2). Live: a change takes effect
+    # at the next batch; CUDA graphs are keyed by it (captured again, never replayed stale).
+    pyramid_reuse: bool = True
     cuda_graphs: bool = False  # capture SR and seg per (batch, shape, scale); CUDA only
     warmup: bool = True  # run every scale once at start so the first frame is not slow
     warmup_size: Tuple[int, int] = (480, 360)  # (W, H) of the warm-up frames
@@ -135,7 +137,7 @@ class _Clock:
 
 @dataclass
 class _Graphs:
-    """CUDA graphs of one (batch, LR shape, scale, output size): static in -> static out."""
+    """CUDA graphs of one (batch, LR shape, scale, output size, pyramid reuse) key."""
 
     static_lr: torch.Tensor
     static_mask: torch.Tensor
@@ -159,6 +161,8 @@ class SegEngine:
         if self.device.type == 'cuda':
             # Few distinct shapes per deployment: autotuned conv algorithms pay off quickly.
             torch.backends.cudnn.benchmark = True
+        elif config.cuda_graphs:
+            _LOG.warning('cuda_graphs needs a CUDA device: %s runs eagerly', self.device)
         self.seg_model = self._load_seg(config.seg_checkpoint)
         self.num_classes = self.seg_model.num_classes
         self.class_names: List[str] = self.seg_model.class_names
@@ -339,11 +343,11 @@ class SegEngine:
                                antialias=shrink)
         return hr
 
-    def _seg(self, hr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    def _seg(self, hr: torch.Tensor, lr: torch.Tensor, scale: int,
+             pyramid_reuse: bool) -> torch.Tensor:
         """(B, 3, H, W) -> class ids uint8 (B, H, W); ICNet reuses the LR frame as a level."""
         pyramid = None
-        if self.seg_model.supports_pyramid and self.config.pyramid_reuse \
-                and scale in PYRAMID_FACTORS:
+        if self.seg_model.supports_pyramid and pyramid_reuse and scale in PYRAMID_FACTORS:
             pyramid = {scale: lr}
         try:
             logits = self.seg_model(hr, pyramid)  # (B, 3, H, W) -> (B, K, H, W)
@@ -368,12 +372,13 @@ class SegEngine:
     def _run_device(self, lr: torch.Tensor, scale: int, size: Tuple[int, int],
                     clock: _Clock) -> torch.Tensor:
         """SR then seg on the device, eagerly or by replaying captured CUDA graphs."""
-        graphs = self._graphs_for(lr, scale, size) if self._use_graphs() else None
+        reuse = bool(self.config.pyramid_reuse)  # read once: the node may set it meanwhile
+        graphs = self._graphs_for(lr, scale, size, reuse) if self._use_graphs() else None
         if graphs is None:
             clock.mark()
             hr = self._sr(lr, scale, size)
             clock.mark()
-            mask = self._seg(hr, lr, scale)
+            mask = self._seg(hr, lr, scale, reuse)
             clock.mark()
             return mask
         graphs.static_lr.copy_(lr)
@@ -389,18 +394,25 @@ class SegEngine:
         """CUDA graphs only where they exist (compiled models are captured like eager ones)."""
         return self.config.cuda_graphs and self.device.type == 'cuda'
 
-    def _graphs_for(self, lr: torch.Tensor, scale: int,
-                    size: Tuple[int, int]) -> Optional[_Graphs]:
-        """Return the cached graphs for this key, captured on first use; None -> run eagerly."""
-        key = (tuple(lr.shape), scale, tuple(size))
+    def _graphs_for(self, lr: torch.Tensor, scale: int, size: Tuple[int, int],
+                    reuse: bool) -> Optional[_Graphs]:
+        """Return the cached graphs for this key, captured on first use; None -> run eagerly.
+
+        A graph replays the pyramid choice it was captured with, so the flag is in the key;
+        when the cache is full, graphs of the other choice (a live change) make room.
+        """
+        key = (tuple(lr.shape), scale, tuple(size), reuse)
         if key not in self._graphs:
             if len(self._graphs) >= MAX_CUDA_GRAPHS:
+                for stale in [k for k in self._graphs if k[-1] != reuse]:
+                    del self._graphs[stale]
+            if len(self._graphs) >= MAX_CUDA_GRAPHS:
                 return None
-            self._graphs[key] = self._capture(lr, scale, size)
+            self._graphs[key] = self._capture(lr, scale, size, reuse)
         return self._graphs[key]
 
-    def _capture(self, lr: torch.Tensor, scale: int,
-                 size: Tuple[int, int]) -> Optional[_Graphs]:
+    def _capture(self, lr: torch.Tensor, scale: int, size: Tuple[int, int],
+                 reuse: bool) -> Optional[_Graphs]:
         """Capture SR and seg as two graphs sharing one memory pool; None if capture fails."""
         try:
             static_lr = lr.clone()
@@ -408,7 +420,7 @@ class SegEngine:
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm up off the capture: autotuning, lazy init
                 for _ in range(3):
-                    self._seg(self._sr(static_lr, scale, size), static_lr, scale)
+                    self._seg(self._sr(static_lr, scale, size), static_lr, scale, reuse)
             torch.cuda.current_stream().wait_stream(side)
             sr_graph, static_hr = None, static_lr
             if scale != 1 or tuple(lr.shape[-2:]) != tuple(size):
@@ -418,7 +430,7 @@ class SegEngine:
             seg_graph = torch.cuda.CUDAGraph()
             pool = sr_graph.pool() if sr_graph is not None else None
             with torch.cuda.graph(seg_graph, pool=pool):
-                static_mask = self._seg(static_hr, static_lr, scale)
+                static_mask = self._seg(static_hr, static_lr, scale, reuse)
             return _Graphs(static_lr, static_mask, sr_graph, seg_graph)
         except RuntimeError as exc:
             _LOG.warning('CUDA graph capture failed for batch %s x%d (%s); running eagerly',

@@ -39,6 +39,7 @@ from cloudseg_ros.ros.conversions import copy_header, stamp_to_s
 from cloudseg_ros.ros.diagnostics import DIAGNOSTICS_PARAMS, DiagnosticsPublisher
 from cloudseg_ros.ros.frames import arrival_time, cloud_stats_msg, meta_from_msg
 from cloudseg_ros.ros.guard import CallbackGuard
+from cloudseg_ros.ros.log_bridge import forward_python_logs
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, declare_params
 from cloudseg_ros.ros.robot_stream import RobotStream
@@ -69,6 +70,7 @@ class CloudNode(Node):
 
     def __init__(self) -> None:
         super().__init__('cloud')
+        forward_python_logs(self)  # the engine's warnings reach /rosout
         values = declare_params(self, PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS)
         self._binder = ParamBinder(self, PARAMS, values, CloudSettings.from_values, self._apply)
         self.settings = self._binder.config

@@ -5,12 +5,14 @@ time, probe agreement for the accuracy watchdog), `mask/compressed` (end-to-end 
 robot's clock) and `edge_stats` (what the robot sends). Every `update_period_s` it picks the
 profile entry that fits (core/uplink.py: estimator, sent-vs-arrived tracker, latency split,
 policy) and sets the edge node's parameters through its parameter services, which is what
-`ros2 param set` does. The configuration counts as applied only once the edge has acknowledged
-it: until then it is (re)sent every update, as soon as the edge's service is there; it is sent
-again when the edge restarts (its sequence numbers start again, or its service reappears).
-Publishes `controller_state` (latched).
+`ros2 param set` does. Nothing is taken on trust (core/param_sync.py): the edge's values are
+read back after every set and every few seconds, what differs is sent again with a bounded
+backoff, refusals are logged with the edge's reason, and a restarted edge (its services
+reappear, its sequence numbers start again, or its values diverge) is read and set again.
+Publishes `controller_state` (latched) with the configuration the edge really runs.
 """
 import math
+import time
 from dataclasses import dataclass
 
 from rclpy.node import Node
@@ -19,8 +21,9 @@ from std_msgs.msg import Header
 
 from cloudseg_ros.core.health import controller_report
 from cloudseg_ros.core.peer_input import printable, stamp_plausible
+from cloudseg_ros.core.param_sync import ParamSync, Request
 from cloudseg_ros.core.policy import LatencyTracker, PolicyConfig
-from cloudseg_ros.core.profile import load_profile
+from cloudseg_ros.core.profile import EDGE_PARAMETERS, load_profile, StreamConfig
 from cloudseg_ros.core.uplink import UplinkController
 from cloudseg_ros.msg import ControllerState, PipelineStats
 from cloudseg_ros.paths import package_file
@@ -28,7 +31,7 @@ from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.conversions import stamp_to_s
 from cloudseg_ros.ros.diagnostics import DIAGNOSTICS_PARAMS, DiagnosticsPublisher
 from cloudseg_ros.ros.guard import CallbackGuard
-from cloudseg_ros.ros.param_client import RemoteParams
+from cloudseg_ros.ros.param_client import RemoteParams, values_by_name
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
 
@@ -61,8 +64,6 @@ PARAMS = (
 # Reports may come late (a congested link queues them) but one about a frame older than this
 # describes a link that no longer exists.
 MAX_REPORT_AGE_S = 60.0
-# A set_parameters request unanswered this long is given up and sent again.
-SET_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,9 @@ class ControllerNode(Node):
         path = values['profile'] or package_file('config', 'profile.yaml')
         self._profile_error = ''
         self._last = (None, None, '')  # estimate kbps, entry, reason of the last switch
-        self._acknowledged = False  # the edge runs the chosen entry
-        self._applied = None  # edge parameters the edge acknowledged (None: not yet / lost)
+        self._acknowledged = False  # the edge runs the chosen entry (read back)
+        self._sync = ParamSync(EDGE_PARAMETERS)  # what the edge runs, what to send it
+        self._wanted = {}  # edge parameters of the chosen entry
         self._diagnostics = DiagnosticsPublisher(self, values['diagnostics_period_s'],
                                                  self._health)
         try:
@@ -112,8 +114,6 @@ class ControllerNode(Node):
         self.edge = RemoteParams(self, self._resolve(values['edge_node']))
         self._end_to_end = LatencyTracker()
         self._accuracy = math.nan
-        self._pending = None  # (parameters, sent at s) of the request in flight
-        self._edge_was_ready = False
         self._sent_bytes = []  # (time_s, bytes) of the last seconds, from edge_stats
         self._state_pub = self.create_publisher(ControllerState, 'controller_state', qos.STATUS)
         self.create_subscription(PipelineStats, 'cloud_stats',
@@ -177,7 +177,7 @@ class ControllerNode(Node):
         if self.uplink.on_sent(now_s, msg.seq, msg.frame_bytes):
             self.get_logger().info('edge restarted (sequence numbers start again): '
                                    're-applying its configuration')
-            self._applied = None
+            self._sync.on_restart()
         self._sent_bytes.append((now_s, msg.frame_bytes))
         self._sent_bytes = [(t, b) for t, b in self._sent_bytes if now_s - t <= 2.0]
 
@@ -197,45 +197,54 @@ class ControllerNode(Node):
             self.get_logger().info(f'switching to {decision.entry.name}: {decision.reason}')
         self._last = (state.estimate_kbps, decision.entry.name,
                       decision.reason if decision.changed else self._last[2])
-        wanted = decision.entry.config.edge_parameters()
-        self._acknowledged = wanted == self._applied
-        if self.settings.enabled:
-            self._apply_to_edge(now_s, wanted)
+        self._wanted = decision.entry.config.edge_parameters()
+        self._sync_edge(time.monotonic())
+        self._acknowledged = self._sync.in_sync(self._wanted)
         self._state_pub.publish(self._state(decision, state.estimate_kbps))
 
     def _health(self) -> list:
         """/diagnostics: bandwidth estimate, chosen entry, last switch, edge acknowledged."""
         name = self.get_namespace()
-        return [controller_report(name, *self._last, self._acknowledged,
-                                  self.settings.enabled, self._profile_error)]
+        return [controller_report(name, *self._last, self._acknowledged, self.settings.enabled,
+                                  self._profile_error, self._sync.status(self._wanted))]
 
-    def _apply_to_edge(self, now_s: float, wanted: dict) -> None:
-        """Send `wanted` until the edge acknowledges it; again after the edge comes back."""
-        ready = self.edge.ready()
-        if ready and not self._edge_was_ready:
-            self._applied = None  # (re)appeared: a new edge process has its own defaults
-        self._edge_was_ready = ready
-        if wanted == self._applied or not ready:
+    def _sync_edge(self, now_s: float) -> None:
+        """Send the request core/param_sync.py asks for (sets only when enabled).
+
+        Its timeouts and backoff run on the steady clock (`now_s`), like the link itself.
+        """
+        if self._sync.on_presence(self.edge.ready()):
+            self.get_logger().info(f'edge {self.edge.target} is up: reading its configuration')
+        timeouts = self._sync.timeouts
+        wanted = self._wanted if self.settings.enabled else {}
+        request = self._sync.next_request(now_s, wanted)
+        if self._sync.timeouts > timeouts:
+            self.get_logger().warn(f'{self.edge.target} did not answer in time: asking again '
+                                   f'(attempt {self._sync.failures + 1})',
+                                   throttle_duration_sec=5.0)
+        if request is None:
             return
-        if self._pending is not None and now_s - self._pending[1] < SET_TIMEOUT_S:
-            return  # one request at a time; a lost one is retried after SET_TIMEOUT_S
-        self._pending = (dict(wanted), now_s)
-        future = self.edge.set_async(wanted)
+        if request.kind == 'get':
+            future = self.edge.get_async(list(request.names))
+        else:
+            future = self.edge.set_async(request.values)
         future.add_done_callback(
-            self._guarded('set parameters', lambda f: self._on_set_done(f, dict(wanted))))
+            self._guarded('edge parameters', lambda f: self._on_edge_answer(f, request)))
 
-    def _on_set_done(self, future, sent: dict) -> None:
-        if self._pending is not None and self._pending[0] == sent:
-            self._pending = None
-        failed = [printable(r.reason, 200) for r in future.result().results if not r.successful]
-        if failed:
-            self.get_logger().error(f"edge refused the new configuration: {'; '.join(failed)}",
-                                    throttle_duration_sec=5.0)
+    def _on_edge_answer(self, future, request: Request) -> None:
+        """Feed the edge's answer to the sync; log refusals with the edge's reason."""
+        now_s = time.monotonic()
+        if request.kind == 'get':
+            values = values_by_name(list(request.names), future.result())
+            self._sync.on_get_done(now_s, request, values)
             return
-        self._applied = sent
+        results = [(r.successful, printable(r.reason, 200)) for r in future.result().results]
+        for refusal in self._sync.on_set_done(now_s, request, results):
+            self.get_logger().error(f'edge refused {refusal}')
 
     def _state(self, decision, estimate: float) -> ControllerState:
-        cfg = decision.entry.config
+        """The state message; the stream fields are what the edge runs (read back)."""
+        cfg = StreamConfig.from_edge_parameters(self._sync.running or {})
         sent_kbps = sum(b for _, b in self._sent_bytes) * 8e-3 / 2.0
         policy = self.uplink.policy
         return ControllerState(
@@ -244,15 +253,23 @@ class ControllerNode(Node):
             latency_ms=_nan_if_none(self._end_to_end.smoothed_ms),
             link_latency_ms=_nan_if_none(policy.latency_ms),
             agreement_miou=_nan_if_none(policy.live_accuracy),
-            config_name=decision.entry.name, scale=cfg.scale, codec=cfg.codec,
-            quality=cfg.quality, max_rate_hz=float(cfg.max_rate_hz),
-            useful_threshold=float(cfg.useful_threshold),
-            key_threshold=float(cfg.key_threshold), reason=decision.reason,
-            inputs_rejected=self._inputs_rejected)
+            **_stream_fields(cfg), target_config=decision.entry.name,
+            edge_in_sync=self._acknowledged, edge_status=self._sync.status(self._wanted),
+            reason=decision.reason, inputs_rejected=self._inputs_rejected)
 
 
 def _stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def _stream_fields(cfg) -> dict:
+    """ControllerState's stream fields of a StreamConfig; ''/0/-1/NaN when None (unknown)."""
+    if cfg is None:
+        return dict(config_name='', scale=0, codec='', quality=-1, max_rate_hz=math.nan,
+                    useful_threshold=math.nan, key_threshold=math.nan)
+    return dict(config_name=cfg.name, scale=cfg.scale, codec=cfg.codec, quality=cfg.quality,
+                max_rate_hz=cfg.max_rate_hz, useful_threshold=cfg.useful_threshold,
+                key_threshold=cfg.key_threshold)
 
 
 def _nan_if_none(value) -> float:

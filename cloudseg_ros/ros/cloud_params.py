@@ -68,7 +68,9 @@ PARAMS = (
               'batch stops before exceeding it (one frame always goes).', 256, 1 << 32,
               read_only=True),
     ParamSpec('pyramid_reuse', True,
-              "Feed the received LR frame to ICNet's low-resolution branch (paper 3.2)."),
+              "Feed the received LR frame to ICNet's low-resolution branch (paper 3.2); live "
+              'from the next batch, also with cuda_graphs (graphs are keyed by it: the first '
+              'batch of each shape after a change is captured again).'),
     ParamSpec('max_batch', 8, 'Most frames (of different robots) segmented together.', 1, 64),
     ParamSpec('max_batch_wait_ms', 5.0,
               'Longest wait, ms, after a frame arrives for other robots\' frames to batch with '

@@ -58,6 +58,10 @@ class RemoteParams:
         rclpy.spin_until_future_complete(self._node, future, timeout_sec=timeout_s)
         if not future.done():
             raise TimeoutError(f'no answer from {self.target}/get_parameters in {timeout_s} s')
-        values = future.result().values
-        return {name: Parameter.from_parameter_msg(ParameterMsg(name=name, value=value)).value
-                for name, value in zip(names, values)}
+        return values_by_name(names, future.result())
+
+
+def values_by_name(names: List[str], response: GetParameters.Response) -> Dict[str, Any]:
+    """{name: value} of a get_parameters answer; None for a parameter the node does not have."""
+    return {name: Parameter.from_parameter_msg(ParameterMsg(name=name, value=value)).value
+            for name, value in zip(names, response.values)}

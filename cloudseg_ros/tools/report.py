@@ -148,7 +148,7 @@ def draw_decisions(ax, decisions: List[tuple], duration_s: float) -> None:
     for t_s, state in decisions:
         if state.reason != 'hold':
             ax.axvline(t_s, color='grey', lw=0.8, ls=':')
-            ax.annotate(state.config_name, (t_s, 0), xycoords=('data', 'axes fraction'),
+            ax.annotate(state.target_config, (t_s, 0), xycoords=('data', 'axes fraction'),
                         rotation=90, fontsize=7, va='bottom')
     ax.legend(loc='upper left', fontsize=8)
     ax.set_xlabel('time (s)')
@@ -186,7 +186,7 @@ def write_bag_report(path: str, out_dir: str, namespace: str = '') -> Dict:
     summary = summarise(run)
     changes = [d for d in run.decisions if d[1].reason != 'hold']
     summary.update(bag=path, namespace=ns, controller_states=len(run.decisions),
-                   controller_changes=[{'t_s': round(t, 2), 'config': s.config_name,
+                   controller_changes=[{'t_s': round(t, 2), 'config': s.target_config,
                                         'reason': s.reason} for t, s in changes],
                    topics={t: n for t, (_, n) in sorted(topics.items())})
     with open(os.path.join(out_dir, 'summary.json'), 'w') as f:

@@ -113,13 +113,15 @@ class WanMonitor(Node):
     def _on_state(self, msg: ControllerState) -> None:
         now_s = time.time()
         record = self._second(now_s)
-        if msg.config_name != self._config:
-            self._event(now_s, 'state', msg.config_name,
+        # The decision (target_config), not the edge's read-back config_name, which follows
+        # it one parameter round trip later.
+        if msg.target_config != self._config:
+            self._event(now_s, 'state', msg.target_config,
                         round(float(msg.bandwidth_estimate_kbps), 1),
                         round(float(msg.link_latency_ms), 1))
-            record.switches.append({'t': round(now_s, 3), 'config': msg.config_name,
+            record.switches.append({'t': round(now_s, 3), 'config': msg.target_config,
                                     'reason': msg.reason})
-        self._config = msg.config_name
+        self._config = msg.target_config
         self._estimate = float(msg.bandwidth_estimate_kbps)
         record.config = self._config
         record.estimate_kbps = self._estimate

@@ -7,6 +7,7 @@ from cloudseg_ros.core.profile import ProfileEntry, StreamConfig, save_profile
 from cloudseg_ros.msg import ControllerState, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.param_client import RemoteParams
+from conftest import collect
 
 CONTROLLER = 'cloudseg_ros.nodes.controller_node'
 EDGE = 'cloudseg_ros.nodes.edge_node'
@@ -40,9 +41,10 @@ def test_controller_sets_edge_parameters_and_reports_state(launch, ros_node, spi
         return values == {'scale': 4, 'jpeg_quality': 50, 'max_rate_hz': 10.0}
 
     assert spin_until(edge_retuned, 20.0), controller.log() + edge.log()
-    assert spin_until(lambda: bool(states), 5.0), controller.log()
+    assert spin_until(lambda: bool(states) and states[-1].edge_in_sync, 10.0), controller.log()
     state = states[-1]
     assert state.config_name.startswith('x4-jpeg-q50') and state.scale == 4
+    assert state.target_config == state.config_name and state.edge_status == ''
     assert state.bandwidth_estimate_kbps > 0 and state.reason
 
 
@@ -99,6 +101,7 @@ def test_restarted_edge_gets_its_configuration_again(launch, ros_node, spin_unti
     controller = launch(CONTROLLER, namespace='/k5', params={'profile': profile_path,
                                                              'update_period_s': 0.2})
     params = RemoteParams(ros_node, '/k5/edge')
+    states = collect(ros_node, '/k5/controller_state', ControllerState, qos.STATUS)
 
     def edge_retuned():
         try:
@@ -113,3 +116,48 @@ def test_restarted_edge_gets_its_configuration_again(launch, ros_node, spin_unti
     edge = launch(EDGE, namespace='/k5', params={'scale': 1, 'jpeg_quality': 90})
     assert params.wait_ready(10.0), edge.log()
     assert spin_until(edge_retuned, 20.0), controller.log() + edge.log()
+    # The state is what the new edge runs, read back from it.
+    assert spin_until(lambda: states[-1].edge_in_sync and states[-1].scale == 4, 10.0), \
+        controller.log()
+
+
+def test_edge_changed_behind_its_back_is_set_again(launch, ros_node, spin_until, profile_path):
+    """A value diverging from what was set (another client, a quick restart) is re-applied."""
+    edge = launch(EDGE, namespace='/k6', params={'scale': 1})
+    controller = launch(CONTROLLER, namespace='/k6', params={'profile': profile_path,
+                                                             'update_period_s': 0.2})
+    params = RemoteParams(ros_node, '/k6/edge')
+    assert params.wait_ready(10.0), edge.log()
+    assert spin_until(lambda: _read(params, 'scale') == 4, 20.0), controller.log() + edge.log()
+    assert params.set_and_wait({'scale': 2})[0].successful
+    assert spin_until(lambda: _read(params, 'scale') == 4, 15.0), controller.log() + edge.log()
+
+
+def test_refused_value_is_logged_and_state_shows_what_edge_runs(launch, ros_node, spin_until,
+                                                                profile_path):
+    """The edge refuses max_rate_hz 10 (its read-only min_rate_hz is 12): no crash, the state
+    reports the edge's real 15 Hz and the log carries the edge's reason."""
+    edge = launch(EDGE, namespace='/k7', params={'scale': 1, 'min_rate_hz': 12.0,
+                                                 'max_rate_hz': 15.0})
+    controller = launch(CONTROLLER, namespace='/k7', params={'profile': profile_path,
+                                                             'update_period_s': 0.2})
+    states = collect(ros_node, '/k7/controller_state', ControllerState, qos.STATUS)
+
+    def refused_and_read_back():
+        return bool(states) and states[-1].scale == 4 and 'min_rate_hz' in states[-1].edge_status
+
+    assert spin_until(refused_and_read_back, 20.0), controller.log() + edge.log()
+    state = states[-1]
+    assert state.max_rate_hz == 15.0 and not state.edge_in_sync
+    assert state.target_config.startswith('x4-jpeg-q50-10hz')
+    assert state.config_name.startswith('x4-jpeg-q50-15hz')
+    assert 'edge refused max_rate_hz=10.0: max_rate_hz 10.0 < min_rate_hz 12.0' in \
+        controller.log()
+    assert controller.alive() and 'Traceback' not in controller.log()
+
+
+def _read(params, name):
+    try:
+        return params.get_and_wait([name], 2.0)[name]
+    except TimeoutError:
+        return None

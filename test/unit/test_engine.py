@@ -100,6 +100,41 @@ def test_pyramid_reuse_feeds_the_received_frame_to_the_low_resolution_branch(che
                           without)
 
 
+def test_pyramid_reuse_changed_live_with_cuda_graphs_captures_again(checkpoints, monkeypatch):
+    """cuda_graphs on (simulated on the CPU): a graph replays the pyramid choice it was captured
+    with, so a live pyramid_reuse change must reach a graph of its own, not the cached one."""
+    engine = make_engine(checkpoints, pyramid_reuse=True)
+    captured = []
+
+    def capture(lr, scale, size, reuse):
+        captured.append(reuse)  # None: this key runs eagerly, as after a failed capture
+
+    monkeypatch.setattr(engine, '_use_graphs', lambda: True)
+    monkeypatch.setattr(engine, '_capture', capture)
+    item = EngineInput(frame(24, 32), 4, (128, 96))
+    with_reuse = engine.process([item])[0].mask
+    engine.config.pyramid_reuse = False
+    without = engine.process([item])[0].mask
+    engine.process([item])
+    engine.config.pyramid_reuse = True
+    engine.process([item])
+    assert captured == [True, False]  # one graph per choice, each reused afterwards
+    assert not np.array_equal(with_reuse, without)  # the change took effect
+
+
+def test_full_graph_cache_makes_room_for_the_new_pyramid_choice(checkpoints, monkeypatch):
+    engine = make_engine(checkpoints, pyramid_reuse=True)
+    monkeypatch.setattr(engine, '_use_graphs', lambda: True)
+    monkeypatch.setattr(engine, '_capture', lambda *args: 'graphs')
+    monkeypatch.setattr('cloudseg_ros.inference.engine.MAX_CUDA_GRAPHS', 2)
+    lr = torch.zeros(1, 3, 24, 32)
+    for scale in (2, 4):
+        assert engine._graphs_for(lr, scale, (96, 128), True) == 'graphs'
+    assert engine._graphs_for(lr, 2, (48, 64), True) is None  # full: eager
+    assert engine._graphs_for(lr, 4, (96, 128), False) == 'graphs'  # old choice evicted
+    assert list(engine._graphs) == [((1, 3, 24, 32), 4, (96, 128), False)]
+
+
 def test_segment_hr_matches_scale_one(checkpoints):
     engine = make_engine(checkpoints)
     rgb = frame(60, 80)

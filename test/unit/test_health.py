@@ -93,6 +93,10 @@ def test_controller_levels():
     assert dict(ok.values)['bandwidth_estimate_kbps'] == '812.5'
     assert dict(ok.values)['last_switch_reason'] == 'bandwidth dropped'
     assert controller_report('/r1', 800.0, 'x4', '', False, True).level == WARN
+    refused = controller_report('/r1', 800.0, 'x4', '', False, True,
+                                edge_status='edge refused max_rate_hz=10.0: below 12')
+    assert refused.level == WARN and refused.message.endswith('edge refused max_rate_hz=10.0: '
+                                                              'below 12')
     assert controller_report('/r1', 800.0, 'x4', '', False, False).level == OK  # advise only
     missing = controller_report('/r1', None, None, '', False, True, profile_error='no file')
     assert missing.level == ERROR and dict(missing.values)['bandwidth_estimate_kbps'] == 'nan'

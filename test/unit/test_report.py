@@ -34,7 +34,7 @@ def _run_bag(path, write_image_bag):
     mask[:, 16:] = 3
     png = {'header': _header(masked[3]), 'format': 'mono8; png compressed ',
            'data': encode_mask_png(mask)}
-    state = {'header': _header(T0), 'config_name': 'x2-jpeg-q60', 'reason': 'bandwidth',
+    state = {'header': _header(T0), 'target_config': 'x2-jpeg-q60', 'reason': 'bandwidth',
              'bitrate_kbps': 80.0, 'bandwidth_estimate_kbps': 120.0}
     return write_image_bag(path, {
         '/r/edge_stats': {'type': 'cloudseg_ros/msg/PipelineStats', 'messages': edge,
