@@ -3,7 +3,8 @@
 Each server is its own process with the tiny test networks (test/conftest.py); the robots are
 test/ros/test_cloud_fleet_ros.py's FakeRobot in this process. Checked over real DDS: every
 robot is served by exactly one server, the killed server's robots get masks from the other
-within 5 s, and no frame (acquisition stamp) ever gets two masks.
+within 5 s, no frame (acquisition stamp) ever gets two masks, also when the server comes back
+and takes its robots again.
 """
 import collections
 import json
@@ -64,6 +65,10 @@ def _check_failover(masks, orphans, killed_at, killed_stamp):
     print(f'failover s: {failover_s}; longest gap of the other robots s: {gaps}')
     assert max(failover_s.values()) < FAILOVER_TARGET_S, failover_s
     assert max(gaps.values()) < FAILOVER_TARGET_S, gaps
+    _assert_never_doubled(masks)
+
+
+def _assert_never_doubled(masks):
     counts = collections.Counter((r, s) for r, got in masks.items() for s, _ in got)
     doubled = [key for key, n in counts.items() if n > 1]
     assert not doubled, doubled[:10]
@@ -120,6 +125,21 @@ def test_a_killed_servers_robots_move_to_the_other_without_double_masks(
     _check_failover(arrivals.masks, orphans, killed_at, killed_stamp)
     assert clouds[survivor].alive()
 
+    # The server comes back (a new session): robots move back to it, still never doubled.
+    clouds[victim] = launch(CLOUD, namespace=victim, params=_cloud_params(tiny_models))
+    back_at = time.monotonic()
+
+    def handed_back():
+        return any(survivor not in o for o in _owners(ros_node).values())
+    assert _stream_until(ros_node, robots, spin_until, handed_back, 90.0), \
+        (_owners(ros_node), clouds[victim].log()[-3000:])
+    _stream_until(ros_node, robots, spin_until, lambda: False, 3.0)
+    gaps = {r: max(b - a for (_, a), (_, b) in zip(got, got[1:]) if b > back_at)
+            for r, got in arrivals.masks.items()}
+    print(f'longest gap per robot after the server came back s: {gaps}')
+    assert max(gaps.values()) < FAILOVER_TARGET_S, gaps
+    _assert_never_doubled(arrivals.masks)
+
 
 def _netns_skip_reason() -> str:
     if os.environ.get('CLOUDSEG_NETNS_TEST') != '1':
@@ -152,7 +172,8 @@ def _wait(predicate, timeout_s):
 @pytest.mark.netns
 @pytest.mark.skipif(bool(_netns_skip_reason()), reason=_netns_skip_reason() or 'runs')
 def test_in_network_namespaces_two_servers_four_robots_one_killed(tmp_path, tiny_models):
-    """Each server in its own namespace, the robots in a third, joined by a bridge."""
+    """Each server in its own namespace, the robots in a third, joined by a bridge; the killed
+    server then comes back."""
     remove_stale_lans()
     env = {'ROS_DOMAIN_ID': os.environ['ROS_DOMAIN_ID'], 'ROS_LOCALHOST_ONLY': '0',
            'ROS_AUTOMATIC_DISCOVERY_RANGE': 'SUBNET',
@@ -189,10 +210,23 @@ def test_in_network_namespaces_two_servers_four_robots_one_killed(tmp_path, tiny
             assert _wait(lambda: _serving(procs[survivor].log())[0] == set(ROBOTS), 15.0), \
                 logs()
             time.sleep(4.0)
+            # Back in its namespace (a new session): it takes robots again.
+            procs[victim].stop()
+            procs[victim] = LoggedProcess(lan.exec_prefix(victim.strip('/')) + node_args(
+                CLOUD, _cloud_params(tiny_models), namespace=victim), str(tmp_path),
+                'cloud' + victim.replace('/', '_') + '_again', env)
+            back_at = time.monotonic()
+            assert _wait(lambda: _serving(procs[victim].log())[1] == 'agreed' and
+                         _serving(procs[victim].log())[0], 120.0), logs()
+            time.sleep(3.0)
             (out / 'stop').touch()
             procs['robots'].proc.wait(timeout=30)
             masks = json.loads((out / 'masks.json').read_text())
             _check_failover(masks, sorted(owned[victim]), killed_at, killed_stamp)
+            gaps = {r: max(b - a for (_, a), (_, b) in zip(got, got[1:]) if b > back_at)
+                    for r, got in masks.items()}
+            print(f'longest gap per robot after the server came back s: {gaps}')
+            assert max(gaps.values()) < FAILOVER_TARGET_S, gaps
             assert procs[survivor].alive()
         finally:
             for proc in procs.values():
