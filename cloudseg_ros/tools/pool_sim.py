@@ -57,7 +57,6 @@ class _Sim:
         self.bus = []  # heap of (deliver at, order, destination, heartbeat)
         self.order = 0
         self.served_by: Dict[str, Dict[str, float]] = {r: {} for r in self.robots}
-        self.moved = 0
 
     def start(self, name: str, now: float, session: str) -> None:
         self.pools[name] = ServerPool(name, session, self.config, now, self.robots)
@@ -77,7 +76,6 @@ class _Sim:
             del self.served_by[robot][name]
         for robot in after - before:
             self.served_by[robot][name] = now + self.args.match_s
-        self.moved += len(after - before) if now > self.args.kill_at else 0
         beat = pool.heartbeat(now)
         for dest in self.pools:
             if dest != name:
@@ -92,8 +90,16 @@ class _Sim:
             if dest in self.pools:
                 self.pools[dest].on_heartbeat(beat, now)
 
+    def owner_map(self) -> Dict[str, str]:
+        """{robot: its server}, robots with exactly one server only."""
+        return {r: next(iter(by)) for r, by in self.served_by.items() if len(by) == 1}
+
     def servers_of(self, robot: str, now: float) -> int:
         return sum(1 for since in self.served_by[robot].values() if since <= now)
+
+
+def _moved(before: Dict[str, str], after: Dict[str, str]) -> int:
+    return sum(1 for r, server in after.items() if before.get(r) != server)
 
 
 def _window_stats(gaps: Dict[str, float]) -> Dict:
@@ -120,9 +126,11 @@ def simulate(args: argparse.Namespace) -> Dict:
             started.add(name)
         if not killed and now >= args.kill_at:
             orphans = {r for r, by in sim.served_by.items() if victim in by}
+            owners_up = sim.owner_map()
             sim.kill(victim)
             killed = True
         if killed and not restarted and now >= args.restart_at:
+            owners_down = sim.owner_map()
             sim.start(victim, now, 'second')
             restarted = True
         sim.deliver(now)
@@ -167,7 +175,9 @@ def simulate(args: argparse.Namespace) -> Dict:
         'failover_unserved_robots': len(orphans) - len(orphan_wait),
         'other_robots_gap_during_failover_s': _window_stats(gaps_kill),
         'gap_after_restart_s': _window_stats(gaps_restart),
-        'robots_moved_after_kill': sim.moved,
+        'robots_moved_by_the_loss': _moved(owners_up, owners_down),
+        'robots_moved_back': _moved(owners_down, sim.owner_map()),
+        'same_owners_after_restart': sim.owner_map() == owners_up,
         'assign_ms': round(assign_ms, 1),
     }
 
