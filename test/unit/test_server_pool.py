@@ -115,6 +115,18 @@ def test_servers_given_different_fleets_never_agree_to_gain():
     assert net.pools['/b'].why == 'waiting for agreement'
 
 
+def test_a_robot_added_to_every_server_gets_one_server_once_all_agree():
+    net = _Net(['/a', '/b'])
+    net.run(6.0)
+    net.pools['/a'].set_fleet(ROBOTS + ['/new'])  # set on one server first (ros2 param set)
+    net.run(1.0)
+    assert '/new' not in net.served()  # the servers' fleets differ: no gain
+    assert net.served() == set(ROBOTS)  # but nobody stops serving either
+    net.pools['/b'].set_fleet(ROBOTS + ['/new'])
+    net.run(1.0)
+    assert net.served() == set(ROBOTS) | {'/new'}
+
+
 def test_heartbeat_round_trip_and_malformed_ones():
     beat = Heartbeat('/a', 'x1', 7, True, ('/a', '/b'), 'f00', {'/b': ('y', 3)})
     assert Heartbeat.from_json(beat.to_json()) == beat
