@@ -12,11 +12,14 @@ Rules that keep a frame from being served by two servers (docs/SCALING.md):
   killed server's robots move to the others when its lease lapses.
 - **Start-up.** A new server owns nothing for `startup_s` (it announces itself, not ready, and
   listens), so it knows the other servers before it takes robots from them.
-- **Agreement before gaining.** A server starts serving a robot it did not serve only when every
-  live server's last heartbeat (ready or still starting) announces exactly its own view (same
-  ready servers, same fleet).
-  A server applies an assignment before it announces its view, so agreement means the previous
-  owner has already let the robot go.
+- **Agreement, then release, then gain.** While the live servers' last heartbeats (ready or
+  still starting) do not all announce exactly this server's view (same ready servers, same
+  fleet), it changes nothing (it only drops robots taken out of the fleet). Once they agree, it
+  lets go of the robots it no longer owns and says so in its heartbeats (`released`); it starts
+  serving a robot it did not serve only when every live server announces the same view *and*
+  has released. A server applies a change before it announces it, so a gain never overlaps the
+  previous owner, and servers that disagree (say, given different fleet lists) keep serving
+  what they serve.
 - **Fence.** Each heartbeat acknowledges the last heartbeat heard from every live server. A
   server serves nothing unless every other live ready server acknowledged one of its heartbeats
   sent less than `lease_s - fence_margin_s` ago: the others declare it lost only `lease_s`
@@ -36,6 +39,7 @@ import json
 from typing import Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from cloudseg_ros.core.fleet_assign import assign
+from cloudseg_ros.core.health import OK, StatusReport, WARN
 
 MAX_HEARTBEAT_BYTES = 65536  # a heartbeat names at most a few hundred servers
 MAX_SERVERS = 512
@@ -77,12 +81,14 @@ class Heartbeat:
     ready: bool
     view: Tuple[str, ...]  # the live ready servers its current assignment is computed over
     fleet: str  # digest of the robot list it assigns
+    released: bool  # it serves no robot that another server owns in `view`
     acks: Dict[str, Tuple[str, int]] = field(default_factory=dict)  # server -> (session, seq)
 
     def to_json(self) -> str:
         """Serialise (std_msgs/String payload)."""
         return json.dumps({'server': self.server, 'session': self.session, 'seq': self.seq,
                            'ready': self.ready, 'view': list(self.view), 'fleet': self.fleet,
+                           'released': self.released,
                            'acks': {k: list(v) for k, v in self.acks.items()}},
                           separators=(',', ':'))
 
@@ -107,10 +113,11 @@ class Heartbeat:
                     and _is_count(ack[1])):
                 raise ValueError('heartbeat ack malformed')
             parsed_acks[name] = (ack[0], ack[1])
-        if not _is_count(data.get('seq')) or not isinstance(data.get('ready'), bool):
-            raise ValueError('heartbeat seq / ready malformed')
+        if not _is_count(data.get('seq')) or not isinstance(data.get('ready'), bool) or \
+                not isinstance(data.get('released'), bool):
+            raise ValueError('heartbeat seq / ready / released malformed')
         return Heartbeat(data['server'], data['session'], data['seq'], data['ready'],
-                         tuple(view), data['fleet'], parsed_acks)
+                         tuple(view), data['fleet'], data['released'], parsed_acks)
 
 
 def _is_count(value) -> bool:
@@ -189,11 +196,15 @@ class ServerPool:
             assignment = owners(self._robots, self.view, self.config.slack)
             owned = frozenset(r for r, s in assignment.items() if s == self.name)
             # Not-ready peers too: one becoming ready at this very moment sees a smaller view.
-            if all(set(h.view) == self.view and h.fleet == self._fleet
-                   for h in peers.values()):
+            agreed = all(set(h.view) == self.view and h.fleet == self._fleet
+                         for h in peers.values())
+            if agreed and all(h.released for h in peers.values()):
                 self.serving, self.why = owned, 'agreed'
+            elif agreed:
+                self.serving, self.why = self.serving & owned, 'releasing'
             else:
-                self.serving, self.why = self.serving & owned, 'waiting for agreement'
+                self.serving = self.serving & frozenset(self._robots)
+                self.why = 'waiting for agreement'
         return self.serving
 
     def _fenced_in(self, ready_peers: Dict[str, Heartbeat], now_s: float) -> bool:
@@ -215,9 +226,19 @@ class ServerPool:
         horizon = self.config.lease_s
         self._sent_s = {k: t for k, t in self._sent_s.items() if now_s - t <= horizon}
         acks = {n: (p.heartbeat.session, p.heartbeat.seq) for n, p in self._peers.items()}
+        assignment = owners(self._robots, self.view, self.config.slack)
+        released = all(assignment.get(r) == self.name for r in self.serving)
         return Heartbeat(self.name, self.session, self._seq, self.ready(now_s),
-                         tuple(sorted(self.view)), self._fleet, acks)
+                         tuple(sorted(self.view)), self._fleet, released, acks)
 
     def owner_of(self, robot: str) -> Optional[str]:
         """Who owns `robot` in the current view (None outside the fleet or without servers)."""
         return owners(self._robots, self.view, self.config.slack).get(robot)
+
+    def health(self, pool_name: str) -> StatusReport:
+        """/diagnostics: WARN while fenced or waiting for agreement (robots may go unserved)."""
+        level = OK if self.why in ('agreed', 'releasing', 'start-up hold-off') else WARN
+        return StatusReport(f'cloudseg cloud: server pool {pool_name}', self.name, level,
+                            self.why, [('servers', ' '.join(sorted(self.view))),
+                                       ('robots_served', str(len(self.serving))),
+                                       ('fleet_robots', str(len(self._robots)))])

@@ -8,6 +8,8 @@ broker of ours. `robot_namespaces` is then the whole fleet, the same list on eve
 server serves the part that `core/server_pool.ServerPool` gives it, by calling the node's
 `serve(namespaces)` (the node's own join / leave), before it announces that view. The logic
 (lease, start-up hold-off, agreement, fence) and its guarantees are in core/server_pool.py.
+Its state goes to `/diagnostics` as `cloudseg cloud: server pool NAME` (WARN while fenced or
+waiting for the other servers to agree).
 """
 import time
 import uuid
@@ -20,6 +22,7 @@ from std_msgs.msg import String
 from cloudseg_ros.core.server_pool import Heartbeat, PoolConfig, ServerPool
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.clock import steady_clock
+from cloudseg_ros.ros.diagnostics import DiagnosticsPublisher
 
 TOPIC_PREFIX = '/cloudseg/server_pool/'
 
@@ -28,7 +31,7 @@ class ServerPoolLink:
     """Heartbeats in and out; applies the robots this server owns through `serve`."""
 
     def __init__(self, node: Node, pool_name: str, lease_s: float, fleet: Sequence[str],
-                 serve: Callable[[Sequence[str]], None]) -> None:
+                 serve: Callable[[Sequence[str]], None], diagnostics_period_s: float) -> None:
         self._node, self._serve = node, serve
         # Its own group: heartbeats stay on time while frame callbacks keep the others busy.
         group = MutuallyExclusiveCallbackGroup()
@@ -45,6 +48,8 @@ class ServerPoolLink:
         self._timer = node.create_timer(config.heartbeat_s,
                                         node.guard.wrap('server pool: tick', self._tick),
                                         callback_group=group, clock=steady_clock())
+        self._diagnostics = DiagnosticsPublisher(
+            node, diagnostics_period_s, lambda: [self.pool.health(pool_name)], group)
         node.get_logger().info(
             f"server pool '{pool_name}' ({topic}) as {name}: lease {lease_s} s, heartbeat "
             f'{config.heartbeat_s} s, start-up hold-off {config.startup_s} s, fleet of '
@@ -85,4 +90,4 @@ def attach_server_pool(node: Node, values, fleet: Sequence[str],
     if not values['server_pool']:
         return None
     return ServerPoolLink(node, values['server_pool'], values['server_pool_lease_s'], fleet,
-                          serve)
+                          serve, values['diagnostics_period_s'])

@@ -106,13 +106,19 @@ def test_a_mute_server_stops_before_the_others_take_its_robots():
     assert net.pools['/b'].serving == set(ROBOTS) and not net.pools['/a'].serving
 
 
-def test_servers_given_different_fleets_never_agree_to_gain():
+def test_servers_given_different_fleets_never_agree_and_change_nothing():
     net = _Net(['/a'])
     net.run(6.0)
     net.start('/b', robots=ROBOTS + ['/extra'])
     net.run(8.0)
-    assert not net.pools['/b'].serving
+    assert not net.pools['/b'].serving and net.pools['/a'].serving == set(ROBOTS)
     assert net.pools['/b'].why == 'waiting for agreement'
+    report = net.pools['/b'].health('p')
+    assert report.level == 1 and report.values[0] == ('servers', '/a /b')
+    net.pools['/b'].set_fleet(ROBOTS)  # fixed: the robots are shared
+    net.run(2.0)
+    assert net.pools['/b'].serving and net.served() == set(ROBOTS)
+    assert net.pools['/a'].health('p').level == 0
 
 
 def test_a_robot_added_to_every_server_gets_one_server_once_all_agree():
@@ -128,10 +134,12 @@ def test_a_robot_added_to_every_server_gets_one_server_once_all_agree():
 
 
 def test_heartbeat_round_trip_and_malformed_ones():
-    beat = Heartbeat('/a', 'x1', 7, True, ('/a', '/b'), 'f00', {'/b': ('y', 3)})
+    beat = Heartbeat('/a', 'x1', 7, True, ('/a', '/b'), 'f00', True, {'/b': ('y', 3)})
     assert Heartbeat.from_json(beat.to_json()) == beat
     for bad in ('[]', '{}', '{"server": "/a"}', beat.to_json().replace('7', '-7', 1),
-                beat.to_json().replace('"y",3', '"y",true'), 'x' * 70000, 'not json'):
+                beat.to_json().replace('"y",3', '"y",true'),
+                beat.to_json().replace('"released":true', '"released":1'), 'x' * 70000,
+                'not json'):
         with pytest.raises(ValueError):
             Heartbeat.from_json(bad)
 
