@@ -1,11 +1,18 @@
 """The `main()` every node shares: init, spin until Ctrl-C or shutdown, clean up.
 
 Works on Humble, Jazzy and Kilted (`try_shutdown`, ExternalShutdownException).
+
+A MultiThreadedExecutor that builds its wait set while a callback on another thread destroys a
+subscription or publisher (robots leaving the cloud: `robot_namespaces`, `server_pool`) can
+raise InvalidHandle out of `spin()` (ros2/rclpy#1142, #1206, open): the cloud ended there when
+a returning pool server took its robots back. The wait set is rebuilt on the next turn, so
+`run_node` spins on, unless the node itself is gone.
 """
 import signal
 from typing import Callable, Optional
 
 import rclpy
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.node import Node
 
@@ -21,7 +28,7 @@ def run_node(make_node: Callable[[], Node], args=None,
             rclpy.spin(node)
         else:
             spinner.add_node(node)
-            spinner.spin()
+            _spin_on(spinner, node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -30,3 +37,19 @@ def run_node(make_node: Callable[[], Node], args=None,
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _spin_on(spinner: Executor, node: Node) -> None:
+    """`spinner.spin()`, resumed after the executor's race with a destroyed entity."""
+    while True:
+        try:
+            spinner.spin()
+            return
+        except InvalidHandle as err:
+            if not rclpy.ok():
+                return
+            with node.handle:  # raises InvalidHandle (out of here) if the node is gone
+                pass
+            node.get_logger().warn(f'executor: {err} (an entity destroyed while the wait set '
+                                   'was built, ros2/rclpy#1206): spinning on',
+                                   throttle_duration_sec=10.0)
