@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image
 from cloudseg_ros.ros import qos
 from cloudseg_ros.tools.demo import wait_for_cloud
 from cloudseg_ros.tools.netns_lan import NetnsLan, remove_stale_lans
-from cloudseg_ros.tools.processes import LoggedProcess, node_args
+from cloudseg_ros.tools.processes import LoggedProcess, node_args, NodeProcess
 from cloudseg_ros.tools.wan_link import privileges_problem
 from test_cloud_fleet_ros import FakeRobot, SIZE
 
@@ -89,10 +89,24 @@ def _stream_until(node, robots, spin_until, predicate, timeout_s):
     return spin_until(step, timeout_s)
 
 
+@pytest.fixture
+def start_cloud(tmp_path, tiny_models):
+    """Start a pool cloud node in namespace `ns`, each with its own log folder; stop all."""
+    started = []
+
+    def _start(ns):
+        log_dir = tmp_path / f"{ns.strip('/')}_{len(started)}"
+        started.append(NodeProcess(CLOUD, str(log_dir), params=_cloud_params(tiny_models),
+                                   namespace=ns))
+        return started[-1]
+    yield _start
+    for node in started:
+        node.stop()
+
+
 def test_a_killed_servers_robots_move_to_the_other_without_double_masks(
-        launch, ros_node, spin_until, tiny_models):
-    clouds = {ns: launch(CLOUD, namespace=ns, params=_cloud_params(tiny_models))
-              for ns in SERVERS}
+        start_cloud, ros_node, spin_until):
+    clouds = {ns: start_cloud(ns) for ns in SERVERS}
     for ns, cloud in clouds.items():
         assert wait_for_cloud(ros_node, cloud, ns, 90.0), cloud.log()
     arrivals = _Arrivals(ros_node)
@@ -126,7 +140,7 @@ def test_a_killed_servers_robots_move_to_the_other_without_double_masks(
     assert clouds[survivor].alive()
 
     # The server comes back (a new session): robots move back to it, still never doubled.
-    clouds[victim] = launch(CLOUD, namespace=victim, params=_cloud_params(tiny_models))
+    clouds[victim] = start_cloud(victim)
     back_at = time.monotonic()
 
     def handed_back():
@@ -139,6 +153,9 @@ def test_a_killed_servers_robots_move_to_the_other_without_double_masks(
     print(f'longest gap per robot after the server came back s: {gaps}')
     assert max(gaps.values()) < FAILOVER_TARGET_S, gaps
     _assert_never_doubled(arrivals.masks)
+    for ns in SERVERS:  # both up and sharing again (the hand-back destroys subscriptions)
+        assert clouds[ns].alive() and 'Traceback' not in clouds[ns].log(), clouds[ns].log()
+    assert len({o[-1] for o in _owners(ros_node).values()}) == 2, _owners(ros_node)
 
 
 def _netns_skip_reason() -> str:
@@ -227,7 +244,9 @@ def test_in_network_namespaces_two_servers_four_robots_one_killed(tmp_path, tiny
                     for r, got in masks.items()}
             print(f'longest gap per robot after the server came back s: {gaps}')
             assert max(gaps.values()) < FAILOVER_TARGET_S, gaps
-            assert procs[survivor].alive()
+            for ns in SERVERS:
+                assert procs[ns].alive() and 'Traceback' not in procs[ns].log(), logs()
+            assert _serving(procs[survivor].log())[0] != set(ROBOTS), logs()
         finally:
             for proc in procs.values():
                 proc.stop()
