@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 import hashlib
 import json
-from typing import Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, Sequence, Tuple
 
 from cloudseg_ros.core.fleet_assign import assign
 from cloudseg_ros.core.health import OK, StatusReport, WARN
@@ -158,9 +158,12 @@ class ServerPool:
         self.set_fleet(robots)
 
     def set_fleet(self, robots: Sequence[str]) -> None:
-        """The robots the pool shares (every server must be given the same list)."""
-        self._robots = tuple(sorted(set(robots)))
-        self._fleet = fleet_digest(self._robots)
+        """The robots the pool shares (every server must be given the same list).
+
+        One assignment: a parameter thread may call this while another updates.
+        """
+        listed = tuple(sorted(set(robots)))
+        self._fleet = (listed, fleet_digest(listed))
 
     def on_heartbeat(self, heartbeat: Heartbeat, now_s: float) -> None:
         """Record a peer's heartbeat (own ones are ignored; a new session replaces the old)."""
@@ -193,17 +196,18 @@ class ServerPool:
         elif not self._fenced_in(ready_peers, now_s):
             self.serving, self.why = frozenset(), 'fence: not acknowledged by every server'
         else:
-            assignment = owners(self._robots, self.view, self.config.slack)
+            robots, digest = self._fleet
+            assignment = owners(robots, self.view, self.config.slack)
             owned = frozenset(r for r, s in assignment.items() if s == self.name)
             # Not-ready peers too: one becoming ready at this very moment sees a smaller view.
-            agreed = all(set(h.view) == self.view and h.fleet == self._fleet
+            agreed = all(set(h.view) == self.view and h.fleet == digest
                          for h in peers.values())
             if agreed and all(h.released for h in peers.values()):
                 self.serving, self.why = owned, 'agreed'
             elif agreed:
                 self.serving, self.why = self.serving & owned, 'releasing'
             else:
-                self.serving = self.serving & frozenset(self._robots)
+                self.serving = self.serving & frozenset(robots)
                 self.why = 'waiting for agreement'
         return self.serving
 
@@ -226,14 +230,11 @@ class ServerPool:
         horizon = self.config.lease_s
         self._sent_s = {k: t for k, t in self._sent_s.items() if now_s - t <= horizon}
         acks = {n: (p.heartbeat.session, p.heartbeat.seq) for n, p in self._peers.items()}
-        assignment = owners(self._robots, self.view, self.config.slack)
+        robots, digest = self._fleet  # released is judged against the fleet it announces
+        assignment = owners(robots, self.view, self.config.slack)
         released = all(assignment.get(r) == self.name for r in self.serving)
         return Heartbeat(self.name, self.session, self._seq, self.ready(now_s),
-                         tuple(sorted(self.view)), self._fleet, released, acks)
-
-    def owner_of(self, robot: str) -> Optional[str]:
-        """Who owns `robot` in the current view (None outside the fleet or without servers)."""
-        return owners(self._robots, self.view, self.config.slack).get(robot)
+                         tuple(sorted(self.view)), digest, released, acks)
 
     def health(self, pool_name: str) -> StatusReport:
         """/diagnostics: WARN while fenced or waiting for agreement (robots may go unserved)."""
@@ -241,4 +242,4 @@ class ServerPool:
         return StatusReport(f'cloudseg cloud: server pool {pool_name}', self.name, level,
                             self.why, [('servers', ' '.join(sorted(self.view))),
                                        ('robots_served', str(len(self.serving))),
-                                       ('fleet_robots', str(len(self._robots)))])
+                                       ('fleet_robots', str(len(self._fleet[0])))])
