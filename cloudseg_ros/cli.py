@@ -32,6 +32,8 @@ COMMANDS = {
                       'CPU cost of mask_color / PNG / mask messages per frame'),
     'fleet-sim': ('cloudseg_ros.tools.fleet_sim',
                   'robot -> GPU assignment and failover at fleet size'),
+    'pool-sim': ('cloudseg_ros.tools.pool_sim',
+                 'several servers sharing a fleet: failover, no double masks'),
     'keys': ('cloudseg_ros.tools.keys', 'CA + server/robot certificates for the zenoh uplink'),
 }
 

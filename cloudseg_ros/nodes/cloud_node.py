@@ -43,6 +43,7 @@ from cloudseg_ros.ros.log_bridge import forward_python_logs
 from cloudseg_ros.ros.spin import run_node
 from cloudseg_ros.ros.params import ParamBinder, declare_params
 from cloudseg_ros.ros.robot_stream import RobotStream
+from cloudseg_ros.ros.server_pool import attach_server_pool
 from cloudseg_ros.ros.zenoh_uplink import UPLINK_PARAMS, attach_cloud_uplink
 
 OUTPUT_BACKLOG = 16  # frames whose overlay / PNG may wait for an output thread
@@ -90,7 +91,10 @@ class CloudNode(Node):
                                      'decode')
         self._outputs = OutputStage(values['output_threads'], OUTPUT_BACKLOG, self.guard.wrap)
         self._streams = {}
-        self._set_robots(self.settings.robot_namespaces)
+        # With `server_pool` the pool decides which listed robots this server serves.
+        self._server_pool = attach_server_pool(self, values, self.settings.robot_namespaces,
+                                               self._set_robots)
+        self._set_robots(() if self._server_pool else self.settings.robot_namespaces)
         self._uplink = attach_cloud_uplink(self, values, self._streams, self._receive_group)
         self._pool.start()
         self._diagnostics = DiagnosticsPublisher(self, values['diagnostics_period_s'],
@@ -119,7 +123,10 @@ class CloudNode(Node):
                 # The zenoh router's access rules are built for the robots known at start.
                 raise ValueError('robot_namespaces is fixed at start with uplink_transport '
                                  'zenoh (its access rules name every robot); restart the cloud')
-            self._set_robots(settings.robot_namespaces)
+            if self._server_pool:
+                self._server_pool.set_fleet(settings.robot_namespaces)
+            else:
+                self._set_robots(settings.robot_namespaces)
         self.settings = settings
         for worker in self._pool.workers:
             worker.engine.config.pyramid_reuse = settings.pyramid_reuse

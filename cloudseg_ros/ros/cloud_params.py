@@ -12,6 +12,8 @@ LIMITS = ReceiveLimits()  # defaults of the resource bounds
 KEYFRAME_REQUEST_PERIOD_S = 0.5  # do not flood the uplink with requests
 MAX_BATCH_PIXELS = 8 * 1920 * 1080  # a full batch of 1080p frames
 MAX_ROBOTS = 256
+# A pool name: one ROS name token (it ends the heartbeat topic's name).
+_POOL_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 # A ROS namespace: optional leading '/', then name tokens (letter or '_' first) joined by '/'.
 _NAMESPACE = re.compile(r'/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*')
 PARAMS = (
@@ -21,6 +23,14 @@ PARAMS = (
     ParamSpec('max_robots', MAX_ROBOTS,
               'Most robots robot_namespaces may list (bounds subscriptions and memory).',
               1, 4096, read_only=True),
+    ParamSpec('server_pool', '',
+              "Name of a pool of cloud servers sharing robot_namespaces (the same list on "
+              "every server; each serves its share, a lost server's robots move within "
+              "server_pool_lease_s + ~1 s: docs/SCALING.md); '' = serve every robot listed.",
+              read_only=True),
+    ParamSpec('server_pool_lease_s', 2.0,
+              'Seconds without a heartbeat after which a pool server is taken as lost.',
+              0.5, 60.0, read_only=True),
     ParamSpec('models_dir', '', "Folder of the weights ('' = the package's models/).",
               read_only=True),
     ParamSpec('seg_model', '',
@@ -105,6 +115,7 @@ class CloudSettings:
     @staticmethod
     def from_values(values) -> 'CloudSettings':
         """Build from {parameter: value}; ValueError names a bad robot namespace list."""
+        check_server_pool(values)
         return CloudSettings(bool(values['pyramid_reuse']), int(values['max_batch']),
                              bool(values['publish_color']), bool(values['publish_compressed']),
                              float(values['overlay_alpha']),
@@ -155,3 +166,16 @@ def check_namespaces(names: Sequence[str], max_robots: int) -> Tuple[str, ...]:
             raise ValueError(f'robot namespace {name!r} is listed twice')
         cleaned.append(name)
     return tuple(cleaned)
+
+
+def check_server_pool(values) -> None:
+    """ValueError for a pool name that is not one ROS name token, or a pool over zenoh."""
+    name = values['server_pool']
+    if not name:
+        return
+    if not _POOL_NAME.fullmatch(name):
+        raise ValueError(f'server_pool {name[:80]!r} is not one ROS name token '
+                         '([A-Za-z_][A-Za-z0-9_]*)')
+    if values.get('uplink_transport', 'dds') != 'dds':
+        raise ValueError('server_pool needs uplink_transport dds (the zenoh router\'s access '
+                         'rules name the robots served at start)')

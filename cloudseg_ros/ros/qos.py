@@ -18,6 +18,8 @@ is the deliberate exception, best effort on both ends (ENCODED_STREAM).
 - STATS: per-frame statistics and control messages (key-frame requests). Reliable, depth 10.
 - STATUS: latched state (controller decision). Reliable, transient local, depth 1, so a late
   subscriber (rviz, a plot) gets the last value at once.
+- SERVER_POOL: the cloud servers' heartbeats (`/cloudseg/server_pool/<name>`). Reliable,
+  volatile, depth 64: several servers share one topic, and a stale heartbeat is worthless.
 - DIAGNOSTICS: `/diagnostics` health reports. Reliable, volatile, depth 10, as
   diagnostic_updater publishes them (the aggregator and rqt_robot_monitor subscribe reliable).
 """
@@ -44,5 +46,9 @@ STATUS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 DIAGNOSTICS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+
+SERVER_POOL = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=64,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)

@@ -5,11 +5,18 @@ Clean-up runs in the order that leaves nothing half-alive: the executor is shut 
 the node is destroyed, then rclpy. Destroying a node whose executor still runs a callback in
 another thread can end in a traceback from that callback, or a hang at exit.
 Works on Humble, Jazzy and Kilted (`try_shutdown`, ExternalShutdownException).
+
+A MultiThreadedExecutor that builds its wait set while a callback on another thread destroys a
+subscription or publisher (robots leaving the cloud: `robot_namespaces`, `server_pool`) can
+raise InvalidHandle out of `spin()` (ros2/rclpy#1142, #1206, open): the cloud ended there when
+a returning pool server took its robots back. The wait set is rebuilt on the next turn, so
+`run_node` spins on, unless the node itself is gone.
 """
 import signal
 from typing import Callable, Optional
 
 import rclpy
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
@@ -26,7 +33,7 @@ def run_node(make_node: Callable[[], Node], args=None,
         node = make_node()  # Ctrl-C while it starts (loading networks) ends it cleanly too
         spinner = executor() if executor is not None else SingleThreadedExecutor()
         spinner.add_node(node)
-        spinner.spin()
+        _spin_on(spinner, node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -38,3 +45,19 @@ def run_node(make_node: Callable[[], Node], args=None,
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _spin_on(spinner: Executor, node: Node) -> None:
+    """`spinner.spin()`, resumed after the executor's race with a destroyed entity."""
+    while True:
+        try:
+            spinner.spin()
+            return
+        except InvalidHandle as err:
+            if not rclpy.ok():
+                return
+            with node.handle:  # raises InvalidHandle (out of here) if the node is gone
+                pass
+            node.get_logger().warn(f'executor: {err} (an entity destroyed while the wait set '
+                                   'was built, ros2/rclpy#1206): spinning on',
+                                   throttle_duration_sec=10.0)

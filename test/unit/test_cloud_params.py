@@ -26,3 +26,16 @@ def test_warmup_scales_outside_1_to_4_are_refused_not_ignored():
     assert check_warmup_scales([2, 4]) == (2, 4)
     with pytest.raises(ValueError, match=r'warmup_scales: \[7\]'):
         check_warmup_scales([2, 7])
+
+
+@pytest.mark.parametrize('values, reason', [
+    ({'server_pool': 'fleet/a'}, 'name token'),
+    ({'server_pool': '1fleet'}, 'name token'),
+    ({'server_pool': 'fleet', 'uplink_transport': 'zenoh'}, 'uplink_transport dds'),
+])
+def test_bad_server_pools_are_refused_with_a_reason(values, reason):
+    from cloudseg_ros.ros.cloud_params import check_server_pool
+    with pytest.raises(ValueError, match=reason):
+        check_server_pool(values)
+    check_server_pool({'server_pool': 'fleet_a', 'uplink_transport': 'dds'})
+    check_server_pool({'server_pool': ''})
