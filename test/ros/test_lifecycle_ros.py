@@ -6,14 +6,22 @@ The nodes start with `autostart: false` (what the launch files and a lifecycle m
 uplink publisher, `shutdown` finalizes the cloud. A missing model fails `configure` with the
 reason in the log; the node stays alive and `unconfigured`, and configures once the files are
 there. The tools come from a ROS install or ../shared/ros2 (ros2_tools.py), else these skip.
+The last test checks ManagedNode's bookkeeping in this process (no tools needed).
 """
+import os
 import time
 
 import pytest
+import rclpy
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
+from std_msgs.msg import Empty
 
 from cloudseg_ros.ros import qos
+from cloudseg_ros.ros.lifecycle import ManagedNode
 from cloudseg_ros.ros.param_client import RemoteParams
+from cloudseg_ros.ros.params import ParamSpec
 
 from conftest import SceneCamera, collect
 from ros2_cli import listed_names, ros2
@@ -100,3 +108,60 @@ def test_configure_fails_on_a_missing_model_and_the_node_stays_unconfigured(
     assert _transition(env, '/lcm/cloud', 'activate')
     assert _state(env, '/lcm/cloud') == 'active'
     assert 'Traceback' not in cloud.log(), cloud.log()
+
+
+class _ProbeNode(ManagedNode):
+    """A managed node that needs a file, publishes, ticks and subscribes once active."""
+
+    def __init__(self) -> None:
+        super().__init__(f'lifecycle_probe_{os.getpid()}',
+                         (ParamSpec('path', '', 'A file the node needs.'),))
+        self.ticks = 0
+        self.released = 0
+
+    def configure(self, values) -> None:
+        open(values['path']).close()  # a missing file fails configure
+        self.out = self.create_publisher(Empty, 'probe_out', 1)
+        self.create_timer(0.01, self._tick)
+
+    def _tick(self) -> None:
+        self.ticks += 1
+
+    def activate(self) -> None:
+        self.inp = self.create_subscription(Empty, 'probe_in', lambda _: None, 1)
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def _ticks_after(node, seconds) -> int:
+    """Spin `node` for `seconds`; how often its timer fired meanwhile."""
+    before, deadline = node.ticks, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.02)
+    return node.ticks - before
+
+
+def test_managed_node_builds_on_configure_runs_timers_only_when_active_and_cleans_up(
+        ros_node, tmp_path):
+    node = _ProbeNode()
+    try:
+        baseline = (set(node.publishers), set(node.subscriptions), set(node.timers))
+        node.set_parameters([Parameter('path', value=str(tmp_path / 'missing'))])
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.released == 1 and set(node.timers) == baseline[2]
+        (tmp_path / 'present').write_text('')
+        node.set_parameters([Parameter('path', value=str(tmp_path / 'present'))])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.out in set(node.publishers) and _ticks_after(node, 0.3) == 0
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.is_active and node.inp in set(node.subscriptions)
+        assert _ticks_after(node, 0.3) > 0
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert not node.is_active and _ticks_after(node, 0.3) == 0
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert (set(node.publishers), set(node.subscriptions), set(node.timers)) == baseline
+        assert node.released == 2
+        assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
+    finally:
+        node.destroy_node()
