@@ -20,11 +20,15 @@ ChangeState events), as a lifecycle manager would.
 
 Only API present in the rclpy of Humble, Jazzy and Kilted is used: rclpy.lifecycle's
 LifecycleNode, LifecycleState and TransitionCallbackReturn, `trigger_configure` /
-`trigger_activate`, and Node's `publishers`, `subscriptions` and `timers`.
+`trigger_activate`, and Node's `publishers`, `subscriptions` and `timers`. `remote_state()`
+asks another node its state, as `ros2 lifecycle get` does (scripts and tests).
 """
 from typing import Any, Dict, Sequence
 
+import rclpy
+from lifecycle_msgs.srv import GetState
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.node import Node
 
 from cloudseg_ros.core.peer_input import printable
 from cloudseg_ros.ros.params import ParamSpec, declare_params
@@ -159,3 +163,19 @@ def autostart(node: ManagedNode) -> ManagedNode:
         if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             node.trigger_activate()
     return node
+
+
+def remote_state(node: Node, target: str, timeout_s: float) -> str:
+    """The lifecycle state label of node `target` ('active', ...), '' without an answer.
+
+    Spins `node` until the answer comes (scripts and tests, not callbacks).
+    """
+    client = node.create_client(GetState, f"{target.rstrip('/')}/get_state")
+    try:
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            return ''
+        future = client.call_async(GetState.Request())
+        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
+        return future.result().current_state.label if future.done() else ''
+    finally:
+        node.destroy_client(client)

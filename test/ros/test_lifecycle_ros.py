@@ -19,9 +19,10 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Empty
 
 from cloudseg_ros.ros import qos
-from cloudseg_ros.ros.lifecycle import ManagedNode
+from cloudseg_ros.ros.lifecycle import ManagedNode, remote_state
 from cloudseg_ros.ros.param_client import RemoteParams
 from cloudseg_ros.ros.params import ParamSpec
+from cloudseg_ros.tools.demo import wait_for_cloud
 
 from conftest import SceneCamera, collect
 from ros2_cli import listed_names, ros2
@@ -101,12 +102,15 @@ def test_configure_fails_on_a_missing_model_and_the_node_stays_unconfigured(
     params = RemoteParams(ros_node, '/lcm/cloud')  # parameters still answer
     assert params.wait_ready(30.0)
     assert params.get_and_wait(['models_dir']) == {'models_dir': str(models)}
+    assert remote_state(ros_node, '/lcm/cloud', 10.0) == 'unconfigured'
+    assert not wait_for_cloud(ros_node, cloud, '/lcm', 30.0)  # `cloudseg demo` stops, says why
     # The weights arrive (e.g. synced after boot): configure again, no restart.
     from cloudseg_ros.inference.model_files import write_tiny_models
     write_tiny_models(str(models))
     assert _transition(env, '/lcm/cloud', 'configure'), cloud.log()[-3000:]
     assert _transition(env, '/lcm/cloud', 'activate')
     assert _state(env, '/lcm/cloud') == 'active'
+    assert wait_for_cloud(ros_node, cloud, '/lcm', 30.0)
     assert 'Traceback' not in cloud.log(), cloud.log()
 
 
