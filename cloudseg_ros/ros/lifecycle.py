@@ -90,7 +90,7 @@ class ManagedNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the streams and the timers."""
-        self.activate()
+        self._run_hook('activate', self.activate)
         self._set_timers(running=True)
         self.is_active = True
         self.get_logger().info('active')
@@ -99,7 +99,7 @@ class ManagedNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the streams and the timers."""
         self.is_active = False
-        self.deactivate()
+        self._run_hook('deactivate', self.deactivate)
         self._set_timers(running=False)
         self.get_logger().info('inactive')
         return super().on_deactivate(state)
@@ -127,6 +127,17 @@ class ManagedNode(LifecycleNode):
         self.is_active = False
         self.release()
         super().destroy_node()
+
+    def _run_hook(self, name: str, hook) -> None:
+        """Run a hook; an exception is logged with its reason (rclpy would not say why).
+
+        It still propagates: rclpy then runs `on_error`, which releases everything.
+        """
+        try:
+            hook()
+        except Exception as err:  # noqa: B902 - logged here, handled by rclpy + on_error
+            self.get_logger().error(f'{name} failed: {failure_reason(err)}')
+            raise
 
     def _entities(self) -> Dict[str, set]:
         return {'subscriptions': set(self.subscriptions), 'timers': set(self.timers),

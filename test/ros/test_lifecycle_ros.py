@@ -122,6 +122,7 @@ class _ProbeNode(ManagedNode):
                          (ParamSpec('path', '', 'A file the node needs.'),))
         self.ticks = 0
         self.released = 0
+        self.fail_activate = False
 
     def configure(self, values) -> None:
         open(values['path']).close()  # a missing file fails configure
@@ -133,6 +134,8 @@ class _ProbeNode(ManagedNode):
 
     def activate(self) -> None:
         self.inp = self.create_subscription(Empty, 'probe_in', lambda _: None, 1)
+        if self.fail_activate:
+            raise RuntimeError('device lost')
 
     def release(self) -> None:
         self.released += 1
@@ -167,5 +170,24 @@ def test_managed_node_builds_on_configure_runs_timers_only_when_active_and_clean
         assert (set(node.publishers), set(node.subscriptions), set(node.timers)) == baseline
         assert node.released == 2
         assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
+    finally:
+        node.destroy_node()
+
+
+def test_managed_node_failing_activate_is_logged_released_and_can_configure_again(
+        ros_node, tmp_path):
+    node = _ProbeNode()
+    try:
+        baseline = (set(node.publishers), set(node.subscriptions), set(node.timers))
+        (tmp_path / 'present').write_text('')
+        node.set_parameters([Parameter('path', value=str(tmp_path / 'present'))])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        node.fail_activate = True
+        assert node.trigger_activate() == TransitionCallbackReturn.ERROR
+        assert not node.is_active and node.released == 1  # on_error: back to unconfigured
+        assert (set(node.publishers), set(node.subscriptions), set(node.timers)) == baseline
+        node.fail_activate = False
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     finally:
         node.destroy_node()
