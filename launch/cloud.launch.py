@@ -8,7 +8,8 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+
+from cloudseg_ros.ros.launch_lifecycle import managed_node
 
 
 def generate_launch_description():
@@ -27,11 +28,16 @@ def generate_launch_description():
                               'cloudseg adapt writes such a folder).'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Stamp with /clock time (e.g. ros2 bag play --clock).'),
-        Node(package='cloudseg_ros', executable='cloud', name='cloud', output='screen',
-             parameters=[LaunchConfiguration('params_file'), {
-                 # A substitution in a parameter dict is read as YAML: "['/robot1']" is a list.
-                 'robot_namespaces': LaunchConfiguration('robots'),
-                 'device': LaunchConfiguration('device'),
-                 'models_dir': LaunchConfiguration('models_dir'),
-                 'use_sim_time': LaunchConfiguration('use_sim_time')}]),
+        DeclareLaunchArgument('autostart', default_value='true',
+                              description='Configure and activate the (lifecycle) cloud node; '
+                              'false: it waits unconfigured for ros2 lifecycle or a manager.'),
+        *managed_node(
+            LaunchConfiguration('autostart'), package='cloudseg_ros', executable='cloud',
+            name='cloud', namespace='', output='screen',
+            parameters=[LaunchConfiguration('params_file'), {
+                # A substitution in a parameter dict is read as YAML: "['/robot1']" is a list.
+                'robot_namespaces': LaunchConfiguration('robots'),
+                'device': LaunchConfiguration('device'),
+                'models_dir': LaunchConfiguration('models_dir'),
+                'use_sim_time': LaunchConfiguration('use_sim_time')}]),
     ])

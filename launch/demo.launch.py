@@ -18,19 +18,20 @@ def generate_launch_description():
     share = get_package_share_directory('cloudseg_ros')
     namespace = LaunchConfiguration('namespace')
     sim_time = LaunchConfiguration('use_sim_time')
+    autostart = LaunchConfiguration('autostart')
     robot = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'robot.launch.py')),
         launch_arguments={'namespace': namespace, 'use_replay': 'true',
                           'source': LaunchConfiguration('source'),
                           'use_controller': LaunchConfiguration('use_controller'),
-                          'use_sim_time': sim_time}.items())
+                          'use_sim_time': sim_time, 'autostart': autostart}.items())
     # 'robot1' and '/robot1' both name the robot in the root namespace.
     robots = PythonExpression(["str(['/' + '", namespace, "'.strip('/')])"])
     cloud = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'cloud.launch.py')),
         launch_arguments={'robots': robots, 'device': LaunchConfiguration('device'),
                           'models_dir': LaunchConfiguration('models_dir'),
-                          'use_sim_time': sim_time}.items())
+                          'use_sim_time': sim_time, 'autostart': autostart}.items())
     return LaunchDescription([
         DeclareLaunchArgument('namespace', default_value='robot1',
                               description='Namespace of the demo robot (robot1 = /robot1).'),
@@ -45,6 +46,9 @@ def generate_launch_description():
                               description='Run the adaptive controller.'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Stamp with /clock time (e.g. ros2 bag play --clock).'),
+        DeclareLaunchArgument('autostart', default_value='true',
+                              description='Bring edge and cloud (lifecycle nodes) to active; '
+                              'false: they wait unconfigured for ros2 lifecycle.'),
         DeclareLaunchArgument('rviz', default_value='false', description='Start rviz2.'),
         robot,
         cloud,

@@ -16,6 +16,8 @@ from launch.conditions import IfCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
+from cloudseg_ros.ros.launch_lifecycle import managed_node
+
 
 def _check_replay_source(context):
     """A replay camera without a source would publish nothing: stop the launch and say why."""
@@ -63,6 +65,9 @@ def generate_launch_description():
                               'edge to the uplink.'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Stamp with /clock time (e.g. ros2 bag play --clock).'),
+        DeclareLaunchArgument('autostart', default_value='true',
+                              description='Configure and activate the (lifecycle) edge node; '
+                              'false: it waits unconfigured for ros2 lifecycle or a manager.'),
         DeclareLaunchArgument(
             'dds_profile', description='Fast DDS profile of the robot-side processes '
             '(fastdds_robot_wan.xml across a WAN; the camera driver needs the same one).',
@@ -75,14 +80,15 @@ def generate_launch_description():
              parameters=[params_file, {'source': LaunchConfiguration('source')}, sim_time],
              remappings=[('image_raw', LaunchConfiguration('camera_topic'))],
              additional_env=dds_env),
-        Node(package='cloudseg_ros', executable='edge', name='edge', namespace=namespace,
-             parameters=[params_file, sim_time,
-                         {'transport': LaunchConfiguration('transport')}],
-             # A remapping matches whole names: the compressed topic needs its own.
-             remappings=[('image_raw', LaunchConfiguration('camera_topic')),
-                         ('image_raw/compressed',
-                          [LaunchConfiguration('camera_topic'), '/compressed'])],
-             additional_env=dds_env),
+        *managed_node(
+            LaunchConfiguration('autostart'), package='cloudseg_ros', executable='edge',
+            name='edge', namespace=namespace,
+            parameters=[params_file, sim_time, {'transport': LaunchConfiguration('transport')}],
+            # A remapping matches whole names: the compressed topic needs its own.
+            remappings=[('image_raw', LaunchConfiguration('camera_topic')),
+                        ('image_raw/compressed',
+                         [LaunchConfiguration('camera_topic'), '/compressed'])],
+            additional_env=dds_env),
         Node(package='cloudseg_ros', executable='controller', name='controller',
              namespace=namespace, condition=IfCondition(LaunchConfiguration('use_controller')),
              parameters=[LaunchConfiguration('controller_params_file'), sim_time]),

@@ -17,7 +17,6 @@ import time
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
-from rclpy.node import Node
 from std_msgs.msg import Empty
 
 from cloudseg_ros.core.health import StreamCounters
@@ -30,7 +29,6 @@ from cloudseg_ros.core.serial_lanes import SerialLanes
 from cloudseg_ros.inference.engine import EngineError, EngineInput, SegEngine
 from cloudseg_ros.inference.engine_pool import EnginePool
 from cloudseg_ros.msg import EncodedFrame
-from cloudseg_ros.nets.checkpoint import CheckpointError
 from cloudseg_ros.ros.cloud_outputs import OutputStage, subscribed
 from cloudseg_ros.ros.cloud_params import (  # noqa: F401 (PARAMS: tests)
     PARAMS, CloudSettings, engine_configs)
@@ -39,9 +37,10 @@ from cloudseg_ros.ros.conversions import copy_header, stamp_to_s
 from cloudseg_ros.ros.diagnostics import DIAGNOSTICS_PARAMS, DiagnosticsPublisher
 from cloudseg_ros.ros.frames import arrival_time, cloud_stats_msg, meta_from_msg
 from cloudseg_ros.ros.guard import CallbackGuard
+from cloudseg_ros.ros.lifecycle import ManagedNode, autostart
 from cloudseg_ros.ros.log_bridge import forward_python_logs
 from cloudseg_ros.ros.spin import run_node
-from cloudseg_ros.ros.params import ParamBinder, declare_params
+from cloudseg_ros.ros.params import ParamBinder
 from cloudseg_ros.ros.robot_stream import RobotStream
 from cloudseg_ros.ros.server_pool import attach_server_pool
 from cloudseg_ros.ros.zenoh_uplink import UPLINK_PARAMS, attach_cloud_uplink
@@ -66,18 +65,25 @@ def _twin_size(mask, twin) -> tuple:
     return twin.meta.orig_width, twin.meta.orig_height
 
 
-class CloudNode(Node):
-    """Serves SR + segmentation to a fleet of robots."""
+class CloudNode(ManagedNode):
+    """Serves SR + segmentation to a fleet of robots (a managed node: ros/lifecycle.py)."""
 
     def __init__(self) -> None:
-        super().__init__('cloud')
+        super().__init__('cloud', PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS)
         forward_python_logs(self)  # the engine's warnings reach /rosout
-        values = declare_params(self, PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS)
+        self.guard = CallbackGuard(self.get_logger())
+        self._binder = self._pool = self._decoders = self._outputs = self._uplink = None
+        self._server_pool = None  # its heartbeat timer pauses while inactive: others take over
+        self._streams = {}
+
+    def configure(self, values) -> None:
+        """Check the parameters, load one engine per device, open the robots' streams.
+
+        A missing or broken model raises (configure fails with the reason).
+        """
         self._binder = ParamBinder(self, PARAMS, values, CloudSettings.from_values, self._apply)
         self.settings = self._binder.config
-        self._engine_error = ''
-        self.guard = CallbackGuard(self.get_logger())
-        engines = self._load_engines(values)
+        engines = [SegEngine(config) for config in engine_configs(values, self.settings)]
         # Waiting items are (header, arrival stamp, DecodedFrame), per robot and engine.
         self._pool = EnginePool(engines, [f'{i}:{e.config.device}' for i, e in
                                           enumerate(engines)],
@@ -90,7 +96,6 @@ class CloudNode(Node):
         self._decoders = SerialLanes(values['decode_threads'], values['max_decode_backlog'],
                                      'decode')
         self._outputs = OutputStage(values['output_threads'], OUTPUT_BACKLOG, self.guard.wrap)
-        self._streams = {}
         # With `server_pool` the pool decides which listed robots this server serves.
         self._server_pool = attach_server_pool(self, values, self.settings.robot_namespaces,
                                                self._set_robots)
@@ -100,22 +105,26 @@ class CloudNode(Node):
         self._diagnostics = DiagnosticsPublisher(self, values['diagnostics_period_s'],
                                                  self._health, self._receive_group)
         self._sim_clock_watch = SimClockWatch(self, callback_group=self._receive_group)
-        scales = engines[0].supported_scales() if engines else '-'
         self.get_logger().info(
             f"cloud: serving {', '.join(self._streams)}; {len(engines)} engine(s) on "
-            f"{values['device']}; SR '{values['sr_variant']}' for scales {scales}; "
-            f'pyramid reuse {self.settings.pyramid_reuse}; batch <= {self.settings.max_batch} '
-            f'within {self.settings.max_batch_wait_ms} ms')
+            f"{values['device']}; SR '{values['sr_variant']}' for scales "
+            f'{engines[0].supported_scales()}; pyramid reuse {self.settings.pyramid_reuse}; '
+            f'batch <= {self.settings.max_batch} within {self.settings.max_batch_wait_ms} ms')
 
-    def _load_engines(self, values) -> list:
-        """One engine per device; none (frames rejected with the reason) if one fails."""
-        try:
-            return [SegEngine(config) for config in engine_configs(values, self.settings)]
-        except (CheckpointError, EngineError, ValueError, RuntimeError) as err:
-            # Stay up (parameters, introspection) and reject frames with this reason.
-            self.get_logger().error(f'engine not loaded, frames will be rejected: {err}')
-            self._engine_error = str(err)
-            return []
+    def release(self) -> None:
+        """Stop the inference, decoding and output threads, close the zenoh link."""
+        if self._pool is not None:
+            self._pool.stop()
+        for lanes in (self._decoders, self._outputs):
+            if lanes is not None:
+                lanes.shutdown()
+        if self._uplink is not None:
+            self._uplink.close()
+        if self._binder is not None:
+            self._binder.detach()
+        self._binder = self._pool = self._decoders = self._outputs = self._uplink = None
+        self._server_pool = None  # its publisher, subscription and timer: destroyed below
+        self._streams = {}  # their publishers and subscription: destroyed by ManagedNode
 
     def _apply(self, settings: CloudSettings) -> None:
         if settings.robot_namespaces != self.settings.robot_namespaces:
@@ -153,6 +162,8 @@ class CloudNode(Node):
 
     def on_frame(self, stream: RobotStream, msg: EncodedFrame, info=None) -> None:
         """Receive callback: count and check now, decode on the robot's lane, infer later."""
+        if not self.is_active:
+            return  # inactive (lifecycle): frames are dropped unread and uncounted
         arrival = arrival_time(self.get_clock(), info)  # the middleware's, not this callback's
         try:
             admitted = stream.receiver.admit(meta_from_msg(msg), msg.data)
@@ -185,9 +196,9 @@ class CloudNode(Node):
         else:
             stream.remember(stream.recent_frames, _stamp_ns(msg.header), frame)
             queued = self._pool.put_frame(stream.name, item)
-        if not queued:  # no engine (or the robot just left)
+        if not queued:  # the robot just left
             stream.receiver.count_rejected()
-            self._reject(stream, self._engine_error or 'robot no longer served')
+            self._reject(stream, 'robot no longer served')
 
     def _reject(self, stream: RobotStream, reason: str, want_keyframe: bool = False) -> None:
         self.get_logger().error(f'{stream.name}: frame rejected: {reason}',
@@ -197,7 +208,7 @@ class CloudNode(Node):
 
     def _health(self) -> list:
         """/diagnostics: one status per robot stream, from its counters."""
-        engine = 'loaded' if self._pool.workers else (self._engine_error or 'none')
+        engine = 'loaded' if self._pool.workers else 'none'
         now_s = time.monotonic()
         return [stream.health.report(now_s, StreamCounters(
             stream.receiver.frames_in, stream.receiver.rejected, self._pool.superseded(name),
@@ -277,17 +288,11 @@ class CloudNode(Node):
             header, arrival_stamp, frame, stream.receiver, self._pool.superseded(stream.name),
             {}, 1, now_s, agreement=mean_iou(cm)))
 
-    def destroy_node(self) -> None:
-        """Stop the inference, decoding and output threads, then the node."""
-        self._pool.stop()
-        self._decoders.shutdown()
-        self._outputs.shutdown()
-        super().destroy_node()
-
 
 def main(args=None) -> None:
     """Run the cloud node: short receive callbacks and parameter services on the executor."""
-    run_node(CloudNode, args, executor=lambda: MultiThreadedExecutor(num_threads=2))
+    run_node(lambda: autostart(CloudNode()), args,
+             executor=lambda: MultiThreadedExecutor(num_threads=2))
 
 
 if __name__ == '__main__':

@@ -11,7 +11,6 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
 
@@ -28,8 +27,9 @@ from cloudseg_ros.ros.conversions import (compressed_msg, compressed_msg_to_rgb,
                                           image_msg_to_rgb, stamp_to_s)
 from cloudseg_ros.ros.diagnostics import DIAGNOSTICS_PARAMS, DiagnosticsPublisher
 from cloudseg_ros.ros.guard import CallbackGuard
+from cloudseg_ros.ros.lifecycle import ManagedNode, autostart
 from cloudseg_ros.ros.spin import run_node
-from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values, declare_params
+from cloudseg_ros.ros.params import ParamBinder, ParamSpec, config_from_values
 from cloudseg_ros.ros.zenoh_uplink import UPLINK_PARAMS, edge_frames_publisher
 
 # image_transport's format string: original encoding; codec; what the decoder returns (OpenCV
@@ -100,27 +100,29 @@ class EdgeSettings:
                             int(values['max_input_pixels']))
 
 
-class EdgeNode(Node):
-    """Selects, downsamples and encodes camera frames for a low-bandwidth uplink."""
+class EdgeNode(ManagedNode):
+    """Selects, downsamples and encodes camera frames for a low-bandwidth uplink.
+
+    A managed node (ros/lifecycle.py): `configure` checks the parameters and opens the uplink,
+    `activate` subscribes the camera and `keyframe_request`, `deactivate` unsubscribes them
+    (an inactive edge receives no camera images at all).
+    """
 
     def __init__(self) -> None:
-        super().__init__('edge')
-        values = declare_params(self, PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS)
+        super().__init__('edge', PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS)
+        self._binder = self._frames_pub = None
+        self._inputs = []
+
+    def configure(self, values) -> None:
+        """Check the parameters, build the pipeline, open the uplink (DDS or zenoh)."""
         self.settings = EdgeSettings.from_values(values)
         self.pipeline = EdgePipeline(self.settings.pipeline)
-        guard = CallbackGuard(self.get_logger())
-        self._frames_pub = edge_frames_publisher(self, guard, values)  # DDS or zenoh
+        self._transport = values['transport']
+        self._guard = CallbackGuard(self.get_logger())
+        self._frames_pub = edge_frames_publisher(self, self._guard, values)  # DDS or zenoh
         self._jpeg_pub = self.create_publisher(CompressedImage, 'image_lowres/compressed',
                                                qos.IMAGE)
         self._stats_pub = self.create_publisher(PipelineStats, 'edge_stats', qos.STATS)
-        on_image = guard.wrap('image', self._on_image, self._count_rejected)
-        if values['transport'] == 'compressed':
-            self.create_subscription(CompressedImage, 'image_raw/compressed', on_image,
-                                     qos.SENSOR)
-        else:
-            self.create_subscription(Image, 'image_raw', on_image, qos.SENSOR)
-        self.create_subscription(Empty, 'keyframe_request',
-                                 guard.wrap('keyframe request', self._on_key_request), qos.STATS)
         self._binder = ParamBinder(self, PARAMS, values, EdgeSettings.from_values, self._apply)
         self._sim_clock_watch = SimClockWatch(self)
         # A new value per start tells the receiver at once that this is a new stream.
@@ -139,6 +141,34 @@ class EdgeNode(Node):
             f'<= {cfg.max_rate_hz} Hz, thresholds useful {cfg.useful_threshold} / key '
             f'{cfg.key_threshold}, max interval {cfg.max_interval_s} s, images <= '
             f'{self.settings.max_input_pixels} px')
+
+    def activate(self) -> None:
+        """Subscribe the camera (raw or compressed) and the cloud's key-frame requests."""
+        on_image = self._guard.wrap('image', self._on_image, self._count_rejected)
+        if self._transport == 'compressed':
+            camera = self.create_subscription(CompressedImage, 'image_raw/compressed',
+                                              on_image, qos.SENSOR)
+        else:
+            camera = self.create_subscription(Image, 'image_raw', on_image, qos.SENSOR)
+        self._inputs = [camera, self.create_subscription(
+            Empty, 'keyframe_request', self._guard.wrap('keyframe request',
+                                                        self._on_key_request), qos.STATS)]
+
+    def deactivate(self) -> None:
+        """Unsubscribe the camera and the key-frame requests."""
+        for sub in self._inputs:
+            self.destroy_subscription(sub)
+        self._inputs = []
+
+    def release(self) -> None:
+        """Close the zenoh session, if any; stop checking parameter changes."""
+        link = getattr(self._frames_pub, 'link', None)  # EdgeZenohUplink
+        if link is not None:
+            link.close()
+        if self._binder is not None:
+            self._binder.detach()
+        self._binder = self._frames_pub = None
+        self._inputs = []  # destroyed by ManagedNode
 
     def _apply(self, settings: EdgeSettings) -> None:
         self.pipeline.reconfigure(settings.pipeline)
@@ -242,7 +272,7 @@ class EdgeNode(Node):
 
 def main(args=None) -> None:
     """Run the edge node until shut down."""
-    run_node(EdgeNode, args)
+    run_node(lambda: autostart(EdgeNode()), args)
 
 
 if __name__ == '__main__':

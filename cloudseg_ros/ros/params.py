@@ -14,7 +14,8 @@ TimeSource one and rclpy calls the latest first (read in Kilted's rclpy 9.1; old
 `add_on_set_parameters_callback` inserts at the front too: read, not run here), so a refusal
 leaves the clock untouched.
 
-Works on Humble, Jazzy and Kilted: only `add_on_set_parameters_callback` is used.
+Works on Humble, Jazzy and Kilted: only `add_on_set_parameters_callback` and
+`remove_on_set_parameters_callback` (a managed node's cleanup: `detach()`) are used.
 """
 import dataclasses
 from dataclasses import dataclass
@@ -99,7 +100,12 @@ class ParamBinder:
         self._make_config = make_config
         self._apply = apply
         self.config = make_config(self._values)
+        self._node = node
         node.add_on_set_parameters_callback(self._on_set)
+
+    def detach(self) -> None:
+        """Stop checking changes (a managed node's cleanup; the next configure binds anew)."""
+        self._node.remove_on_set_parameters_callback(self._on_set)
 
     def _on_set(self, params: List[Parameter]) -> SetParametersResult:
         locked = [p.name for p in params if p.name in LOCKED_AFTER_START]

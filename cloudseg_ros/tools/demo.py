@@ -16,6 +16,7 @@ import rclpy
 from rclpy.executors import Executor, SingleThreadedExecutor
 
 from cloudseg_ros.core.sources import SourceError, open_source
+from cloudseg_ros.ros.lifecycle import remote_state
 from cloudseg_ros.ros.param_client import RemoteParams
 from cloudseg_ros.tools.demo_report import write_report
 from cloudseg_ros.tools.bag_writer import BagWriter
@@ -95,18 +96,20 @@ def start_robot(args: argparse.Namespace, source: str) -> List[NodeProcess]:
 
 def wait_for_cloud(monitor: StreamMonitor, cloud: NodeProcess, namespace: str,
                    timeout_s: float) -> bool:
-    """Block until the cloud has loaded and warmed up its networks.
+    """Block until the cloud has loaded and warmed up its networks; whether it is active.
 
     Its parameter services exist as soon as the node does, but they answer only once the node
-    spins, which is after the warm-up: so the test is an answered request.
+    spins, which is after its autostart (configure: load and warm up; activate): so the test is
+    an answered request, then its lifecycle state (a failed configure leaves it unconfigured).
     """
-    params = RemoteParams(monitor, namespace.rstrip('/') + '/cloud')
+    name = namespace.rstrip('/') + '/cloud'
+    params = RemoteParams(monitor, name)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and cloud.alive():
         try:
             if params.wait_ready(1.0):
                 params.get_and_wait(['max_batch'], timeout_s=2.0)
-                return True
+                return remote_state(monitor, name, 5.0) == 'active'
         except TimeoutError:
             continue
     return False

@@ -1,7 +1,8 @@
 """/diagnostics over real DDS: cloud (per robot), edge and controller health reports.
 
-A serving robot is OK with masks counted, a robot that sends nothing is OK and waiting, a cloud
-whose engine did not load is ERROR, and every status carries the documented keys.
+A serving robot is OK with masks counted, a robot that sends nothing is OK and waiting, and every
+status carries the documented keys. (A cloud whose model does not load fails `configure` and
+stays unconfigured: test_lifecycle_ros.py.)
 """
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -44,8 +45,6 @@ def test_diagnostics_report_cloud_streams_edge_and_controller(launch, ros_node, 
     period = {'diagnostics_period_s': 0.5}
     cloud = launch(CLOUD, params={'robot_namespaces': ['/g1', '/g2'], 'models_dir': tiny_models,
                                   'device': 'cpu', **period})
-    broken = launch(CLOUD, namespace='/nomodel', params={
-        'robot_namespaces': ['/g3'], 'models_dir': '/nonexistent', 'device': 'cpu', **period})
     edge = launch(EDGE, namespace='/g1', params={'useful_threshold': 0.0, **period})
     controller = launch(CONTROLLER, namespace='/g1', params=period)
     camera = SceneCamera(ros_node, '/g1')
@@ -56,10 +55,9 @@ def test_diagnostics_report_cloud_streams_edge_and_controller(launch, ros_node, 
         edge_status = _latest(arrays, 'cloudseg edge: /g1')
         return (_serving(_latest(arrays, 'cloudseg cloud: /g1'))
                 and edge_status is not None and int(_values(edge_status)['frames_out']) > 0
-                and _latest(arrays, 'cloudseg cloud: /g3') is not None
                 and _latest(arrays, 'cloudseg controller: /g1') is not None)
 
-    logs = lambda: cloud.log() + broken.log() + edge.log() + controller.log()  # noqa: E731
+    logs = lambda: cloud.log() + edge.log() + controller.log()  # noqa: E731
     assert spin_until(healthy, 120.0), logs()
     served = _latest(arrays, 'cloudseg cloud: /g1')
     assert served.hardware_id == '/g1' and CLOUD_KEYS <= set(_values(served))
@@ -67,8 +65,6 @@ def test_diagnostics_report_cloud_streams_edge_and_controller(launch, ros_node, 
     assert float(_values(served)['latency_p50_ms']) > 0
     idle = _latest(arrays, 'cloudseg cloud: /g2')
     assert (idle.level, idle.message) == (DiagnosticStatus.OK, 'waiting for frames')
-    no_engine = _latest(arrays, 'cloudseg cloud: /g3')
-    assert no_engine.level == DiagnosticStatus.ERROR and 'engine not loaded' in no_engine.message
     edge_status = _latest(arrays, 'cloudseg edge: /g1')
     assert edge_status.hardware_id == '/g1' and EDGE_KEYS <= set(_values(edge_status))
     assert _values(edge_status)['codec'] in ('jpeg', 'h264')

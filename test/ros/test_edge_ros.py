@@ -14,6 +14,7 @@ from std_msgs.msg import Header
 from cloudseg_ros.core.codecs import FrameDecoder, decode_jpeg, encode_jpeg
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.nodes.edge_node import DIAGNOSTICS_PARAMS, PARAMS, UPLINK_PARAMS
+from cloudseg_ros.ros.lifecycle import LIFECYCLE_PARAMS
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.param_client import RemoteParams
 
@@ -96,7 +97,7 @@ def test_shipped_params_file_matches_declared_defaults(launch, ros_node):
     path = os.path.join(REPO, 'config', 'robot.yaml')
     with open(path) as f:
         listed = yaml.safe_load(f)['/**/edge']['ros__parameters']
-    specs = PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS
+    specs = PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS + LIFECYCLE_PARAMS
     assert listed == {spec.name: spec.default for spec in specs}
     edge = launch(EDGE, namespace='/r4', params_file=path)
     params = RemoteParams(ros_node, '/r4/edge')

@@ -25,8 +25,8 @@ from cloudseg_ros.ros.param_client import RemoteParams
 from cloudseg_ros.tools.processes import LoggedProcess
 
 from conftest import REPO, collect
+from ros2_cli import listed_names, node_names, ros2
 
-DISCOVERY_S = 3.0
 CLIP = os.path.join('data', 'demo', 'camvid_val_15fps.mp4')
 EXECUTABLES = ('camera_replay', 'cloud', 'cloudseg', 'controller', 'edge')
 # rviz2's default for a display's topic (rviz_common: reliable, keep last 5, volatile).
@@ -77,34 +77,6 @@ def install_env(ros2_env, tmp_path_factory):
         pytest.skip('colcon is not installed (pip install colcon-common-extensions)')
     install = _colcon_build(colcon, str(tmp_path_factory.mktemp('ws')), ros2_env)
     return install, _sourced_env(install, ros2_env)
-
-
-def ros2(env, *args, timeout_s=60.0):
-    """Run `ros2 ARGS...`; returns the CompletedProcess (output in .stdout).
-
-    `ros2 param` and `ros2 node` run without the ros2 daemon, which would outlive the tests;
-    their own node then needs a few seconds of discovery on a loaded machine.
-    """
-    if args[0] not in ('param', 'node'):
-        return subprocess.run(['ros2', *args], env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
-    args = (*args, '--no-daemon', '--spin-time', str(DISCOVERY_S))
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = subprocess.run(['ros2', *args], env=env, capture_output=True, text=True,
-                                timeout=timeout_s)
-        # Discovery within the spin time is not guaranteed on a loaded machine: ask again.
-        if 'Node not found' not in result.stderr or time.monotonic() > deadline:
-            return result
-
-
-def node_names(env, expected, timeout_s=60.0):
-    """`ros2 node list`, asked again until it lists every name of `expected` (or time is up)."""
-    deadline = time.monotonic() + timeout_s
-    names = set()
-    while not expected <= names and time.monotonic() < deadline:
-        names = set(ros2(env, 'node', 'list').stdout.split())
-    return names
 
 
 def test_colcon_install_has_the_ament_layout(install_env):
@@ -232,15 +204,28 @@ def test_two_robots_in_two_namespaces_get_masks(fleet, ros_node, spin_until):
         _logs(*processes)
 
 
+def test_launch_files_bring_edge_and_cloud_to_active_through_transitions(fleet):
+    env, processes = fleet
+    names = listed_names(env, {'/cloud', '/ra/edge', '/rb/edge'}, 'lifecycle', 'nodes')
+    assert {'/cloud', '/ra/edge', '/rb/edge'} <= names, names
+    for node in ('/cloud', '/ra/edge', '/rb/edge'):
+        state = ros2(env, 'lifecycle', 'get', node)
+        assert state.stdout.startswith('active'), (node, state.stdout, state.stderr)
+    logs = _logs(*processes)
+    assert "Failed to make transition" not in logs, logs
+
+
 def test_ros2_param_dump_round_trips_with_the_shipped_yaml(fleet, ros_node, tmp_path,
                                                            tiny_models):
     env, processes = fleet
     robot = yaml.safe_load(open(os.path.join(REPO, 'config', 'robot.yaml')))
     cloud = yaml.safe_load(open(os.path.join(REPO, 'config', 'cloud.yaml')))['/**/cloud']
     # What the launch files' arguments set; everything else must be the shipped YAML's value.
+    # Launch drives the lifecycle transitions of edge and cloud itself (autostart false).
     launched = {'/ra/camera_replay': {'source': os.path.join(REPO, CLIP)},
+                '/ra/edge': {'autostart': False},
                 '/cloud': {'robot_namespaces': ['/ra', 'rb'], 'device': 'cpu',
-                           'models_dir': tiny_models}}
+                           'models_dir': tiny_models, 'autostart': False}}
     for node, listed in (('/ra/edge', robot['/**/edge']),
                          ('/ra/camera_replay', robot['/**/camera_replay']), ('/cloud', cloud)):
         result = ros2(env, 'param', 'dump', node)

@@ -126,6 +126,8 @@ def test_shipped_yaml_lists_every_parameter_at_its_default(yaml_name, node):
     values = listed[f'/**/{node}']['ros__parameters']
     specs = (module.PARAMS + getattr(module, 'UPLINK_PARAMS', ())
              + getattr(module, 'DIAGNOSTICS_PARAMS', ()))
+    if node in ('edge', 'cloud'):  # managed nodes
+        specs += importlib.import_module('cloudseg_ros.ros.lifecycle').LIFECYCLE_PARAMS
     assert values == {spec.name: spec.default for spec in specs}
 
 
