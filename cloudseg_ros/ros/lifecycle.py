@@ -23,6 +23,7 @@ LifecycleNode, LifecycleState and TransitionCallbackReturn, `trigger_configure` 
 `trigger_activate`, and Node's `publishers`, `subscriptions` and `timers`. `remote_state()`
 asks another node its state, as `ros2 lifecycle get` does (scripts and tests).
 """
+import time
 from typing import Any, Dict, Sequence
 
 import rclpy
@@ -33,6 +34,7 @@ from rclpy.node import Node
 from cloudseg_ros.core.peer_input import printable
 from cloudseg_ros.ros.params import ParamSpec, declare_params
 
+RETRY_S = 1.0  # remote_state: a lost request is sent again after this
 MAX_REASON_CHARS = 500  # an exception text may quote a long path or a peer's string
 LIFECYCLE_PARAMS = (
     ParamSpec('autostart', True,
@@ -179,14 +181,23 @@ def autostart(node: ManagedNode) -> ManagedNode:
 def remote_state(node: Node, target: str, timeout_s: float) -> str:
     """The lifecycle state label of node `target` ('active', ...), '' without an answer.
 
-    Spins `node` until the answer comes (scripts and tests, not callbacks).
+    Spins `node` until the answer comes (scripts and tests, not callbacks). The request is
+    repeated every `RETRY_S`: a fresh client's first request can be lost while the server's
+    reply writer is still matching it (seen with config/fastdds_robot.xml: one call in two).
     """
+    deadline = time.monotonic() + timeout_s
     client = node.create_client(GetState, f"{target.rstrip('/')}/get_state")
     try:
         if not client.wait_for_service(timeout_sec=timeout_s):
             return ''
-        future = client.call_async(GetState.Request())
-        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
-        return future.result().current_state.label if future.done() else ''
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ''
+            future = client.call_async(GetState.Request())
+            rclpy.spin_until_future_complete(node, future, timeout_sec=min(RETRY_S, remaining))
+            if future.done():
+                return future.result().current_state.label
+            client.remove_pending_request(future)
     finally:
         node.destroy_client(client)
