@@ -25,6 +25,11 @@ is the deliberate exception, best effort on both ends (ENCODED_STREAM).
 """
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 
+try:
+    from rclpy.event_handler import PublisherEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import PublisherEventCallbacks
+
 SENSOR = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                     reliability=ReliabilityPolicy.BEST_EFFORT,
                     durability=DurabilityPolicy.VOLATILE)
@@ -52,3 +57,15 @@ DIAGNOSTICS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 SERVER_POOL = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=64,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
+
+
+def fleet_publisher_events() -> PublisherEventCallbacks:
+    """Event callbacks for the cloud's per-robot publishers: none, not even rclpy's defaults.
+
+    rclpy gives every publisher a default incompatible-QoS handler, a waitable the executor
+    walks in Python on every turn. The cloud has five publishers per robot: with 16 robots
+    these handlers took about a third of the executor thread's time on the H200 (py-spy,
+    docs/FLEET.md), and that thread shares the GIL with inference. A subscriber with an
+    incompatible QoS still gets rclpy's warning in its own process.
+    """
+    return PublisherEventCallbacks(use_default_callbacks=False)

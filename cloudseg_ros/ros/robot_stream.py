@@ -30,12 +30,17 @@ class RobotStream:
         self.recent_frames = OrderedDict()  # acquisition stamp (ns) -> DecodedFrame
         self.key_requests = TokenBucket(key_request_hz)
         self.health = CloudStreamHealth(self.name)  # /diagnostics
-        self.mask_pub = node.create_publisher(Image, prefix + 'mask', qos.IMAGE)
-        self.color_pub = node.create_publisher(Image, prefix + 'mask_color', qos.IMAGE)
-        self.png_pub = node.create_publisher(CompressedImage, prefix + 'mask/compressed',
-                                             qos.IMAGE)
-        self.stats_pub = node.create_publisher(PipelineStats, prefix + 'cloud_stats', qos.STATS)
-        self.key_pub = node.create_publisher(Empty, prefix + 'keyframe_request', qos.STATS)
+        events = qos.fleet_publisher_events()
+
+        def publisher(msg_type, topic, profile):
+            return node.create_publisher(msg_type, prefix + topic, profile,
+                                         event_callbacks=events)
+
+        self.mask_pub = publisher(Image, 'mask', qos.IMAGE)
+        self.color_pub = publisher(Image, 'mask_color', qos.IMAGE)
+        self.png_pub = publisher(CompressedImage, 'mask/compressed', qos.IMAGE)
+        self.stats_pub = publisher(PipelineStats, 'cloud_stats', qos.STATS)
+        self.key_pub = publisher(Empty, 'keyframe_request', qos.STATS)
         self.sub = node.create_subscription(
             EncodedFrame, prefix + 'frames',
             node.guard.wrap(f'{self.name}: frame',

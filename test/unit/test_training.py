@@ -10,7 +10,7 @@ from cloudseg_ros.core import imageops
 from cloudseg_ros.nets.checkpoint import build_model, load_checkpoint
 from cloudseg_ros.training import common, config, datasets, losses
 from cloudseg_ros.training.augment import (area_downsample, color_cast, cutmix, seg_augment,
-                                          sr_batch)
+                                           sr_batch)
 from cloudseg_ros.training.finetune_sr import FinetuneConfig, Lambda, pyramid_for
 from cloudseg_ros.training.train_seg import SegTrainConfig
 from cloudseg_ros.training.train_seg import main as train_seg_main
