@@ -3,6 +3,7 @@
 Used by the controller to retune the edge node and by the tests. Calls are asynchronous so a
 callback never blocks on the network; `set_and_wait` is for scripts and tests.
 """
+import time
 from typing import Any, Dict, List
 
 import rclpy
@@ -28,9 +29,24 @@ class RemoteParams:
         return self._set.service_is_ready() and self._get.service_is_ready()
 
     def wait_ready(self, timeout_s: float) -> bool:
-        """Block until the services appear (scripts and tests only)."""
-        return (self._set.wait_for_service(timeout_sec=timeout_s)
-                and self._get.wait_for_service(timeout_sec=timeout_s))
+        """Block until the remote node answers (scripts and tests only).
+
+        Its services are discovered as soon as it exists, but they answer only once it spins:
+        a managed node starting on a loaded machine can take seconds to configure first. So a
+        get of `use_sim_time` (every node has it) is repeated each second until answered.
+        """
+        deadline = time.monotonic() + timeout_s
+        if not (self._set.wait_for_service(timeout_sec=timeout_s)
+                and self._get.wait_for_service(timeout_sec=max(0.0, deadline - time.monotonic()))):
+            return False
+        while time.monotonic() < deadline:
+            future = self.get_async(['use_sim_time'])
+            rclpy.spin_until_future_complete(
+                self._node, future, timeout_sec=min(1.0, max(0.0, deadline - time.monotonic())))
+            if future.done():
+                return True
+            self._get.remove_pending_request(future)
+        return False
 
     def set_async(self, values: Dict[str, Any]) -> Future:
         """Request the change; the future's result is a SetParameters.Response (one per value)."""

@@ -39,7 +39,8 @@ def _run_demo_while_publishing(ros_node, args, timeout_s):
     (the demo starts no controller), as a real system's other nodes would."""
     diag_pub = ros_node.create_publisher(DiagnosticArray, '/diagnostics', 10)
     state_pub = ros_node.create_publisher(ControllerState, f'{NS}/controller_state', qos.STATUS)
-    state_pub.publish(ControllerState(config_name='x4-jpeg-q75', scale=4, reason='start'))
+    state_pub.publish(ControllerState(config_name='x4-jpeg-q75', target_config='x4-jpeg-q75',
+                                      scale=4, reason='start'))
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + timeout_s
     while proc.poll() is None and time.monotonic() < deadline:
