@@ -1,6 +1,8 @@
 """Cloud side: the SR + segmentation node serving one or more robots.
 
 Example: ros2 launch cloudseg_ros cloud.launch.py robots:="['/robot1', '/robot2']"
+Several servers sharing those robots (docs/SCALING.md): the same robots:= and server_pool:=fleet
+on every server.
 """
 import os
 
@@ -26,6 +28,9 @@ def generate_launch_description():
         DeclareLaunchArgument('models_dir', default_value='',
                               description="Folder of the weights ('' = the package's models/; "
                               'cloudseg adapt writes such a folder).'),
+        DeclareLaunchArgument('server_pool', default_value='',
+                              description="Pool of servers sharing the robots ('' = this "
+                              'server serves every robot listed).'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Stamp with /clock time (e.g. ros2 bag play --clock).'),
         DeclareLaunchArgument('autostart', default_value='true',
@@ -39,5 +44,6 @@ def generate_launch_description():
                 'robot_namespaces': LaunchConfiguration('robots'),
                 'device': LaunchConfiguration('device'),
                 'models_dir': LaunchConfiguration('models_dir'),
+                'server_pool': LaunchConfiguration('server_pool'),
                 'use_sim_time': LaunchConfiguration('use_sim_time')}]),
     ])
