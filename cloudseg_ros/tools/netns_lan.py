@@ -12,7 +12,8 @@ import shutil
 import subprocess
 from typing import List, Sequence
 
-from cloudseg_ros.tools.wan_link import _pid_alive, _run, LinkError, NETNS_ETC
+from cloudseg_ros.tools.wan_link import (_run, LinkError, NETNS_ETC,
+                                         remove_stale_namespaces)
 
 SUBNET = '10.206.0'
 PREFIX = 'cs_lan'  # namespaces are cs_lan<index>_<tag>, tag = the creating process's pid
@@ -20,16 +21,7 @@ PREFIX = 'cs_lan'  # namespaces are cs_lan<index>_<tag>, tag = the creating proc
 
 def remove_stale_lans() -> List[str]:
     """Delete cs_lan<i>_<pid> namespaces whose creating process is gone (killed runs)."""
-    removed = []
-    for line in _run(['ip', 'netns', 'list']).splitlines():
-        name = line.split()[0] if line.strip() else ''
-        head, _, tag = name.rpartition('_')
-        if not head.startswith(PREFIX) or not tag.isdigit() or _pid_alive(int(tag)):
-            continue
-        subprocess.run(['ip', 'netns', 'del', name], capture_output=True, timeout=15)
-        shutil.rmtree(os.path.join(NETNS_ETC, name), ignore_errors=True)
-        removed.append(name)
-    return removed
+    return remove_stale_namespaces(lambda prefix: prefix.startswith(PREFIX))
 
 
 class NetnsLan:

@@ -22,7 +22,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 ROBOT_IP = '10.203.0.1'
 CLOUD_IP = '10.203.0.2'
@@ -72,8 +72,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_namespaces() -> List[str]:
-    """Delete cs_robot_<pid> / cs_cloud_<pid> namespaces left by runs whose process is gone.
+def remove_stale_namespaces(is_ours: Callable[[str], bool] = lambda prefix: prefix in (
+        'cs_robot', 'cs_cloud')) -> List[str]:
+    """Delete <prefix>_<pid> namespaces (cs_robot / cs_cloud by default) left by runs whose
+    process is gone; `is_ours(prefix)` says which prefixes belong to the caller.
 
     A run killed with SIGKILL cannot clean up; its pid in the name tells whether it still runs,
     so namespaces of live runs (a concurrent test) are never touched.
@@ -82,7 +84,7 @@ def remove_stale_namespaces() -> List[str]:
     for line in _run(['ip', 'netns', 'list']).splitlines():
         name = line.split()[0] if line.strip() else ''
         prefix, _, tag = name.rpartition('_')
-        if prefix not in ('cs_robot', 'cs_cloud') or not tag.isdigit() or _pid_alive(int(tag)):
+        if not is_ours(prefix) or not tag.isdigit() or _pid_alive(int(tag)):
             continue
         subprocess.run(['ip', 'netns', 'del', name], capture_output=True, timeout=15)
         shutil.rmtree(os.path.join(NETNS_ETC, name), ignore_errors=True)

@@ -46,7 +46,7 @@ class FakeRobot:
         self.pub.publish(msg)
 
 
-def _stream(robots, spin_until, predicate, timeout_s):
+def stream(robots, spin_until, predicate, timeout_s):
     """Every robot sends a frame every ~50 ms until predicate() holds."""
     def step():
         for robot in robots:
@@ -67,11 +67,11 @@ def test_robots_join_and_leave_at_run_time(launch, ros_node, spin_until, tiny_mo
     assert wait_for_cloud(ros_node, cloud, '', 60.0), cloud.log()
     params = RemoteParams(ros_node, '/cloud')
     j1, j2 = FakeRobot(ros_node, '/j1'), FakeRobot(ros_node, '/j2')
-    assert _stream([j1, j2], spin_until, lambda: len(j1.masks) >= 3, 30.0), cloud.log()
+    assert stream([j1, j2], spin_until, lambda: len(j1.masks) >= 3, 30.0), cloud.log()
     assert not j2.masks  # not in the list: not served
 
     assert _set(params, ['/j1', '/j2']).successful
-    assert _stream([j1, j2], spin_until, lambda: len(j2.masks) >= 3, 30.0), cloud.log()
+    assert stream([j1, j2], spin_until, lambda: len(j2.masks) >= 3, 30.0), cloud.log()
 
     # Malformed lists are refused with a reason and change nothing.
     for bad, reason in ((['/j1', '/j1'], 'twice'), (['/j 1'], 'not a valid')):
@@ -80,10 +80,10 @@ def test_robots_join_and_leave_at_run_time(launch, ros_node, spin_until, tiny_mo
     assert params.get_and_wait(['robot_namespaces'])['robot_namespaces'] == ['/j1', '/j2']
 
     assert _set(params, ['/j2']).successful  # j1 leaves
-    _stream([j1, j2], spin_until, lambda: False, 1.0)  # frames in flight drain
+    stream([j1, j2], spin_until, lambda: False, 1.0)  # frames in flight drain
     j1.masks.clear()
     j2.masks.clear()
-    assert _stream([j1, j2], spin_until, lambda: len(j2.masks) >= 5, 30.0), cloud.log()
+    assert stream([j1, j2], spin_until, lambda: len(j2.masks) >= 5, 30.0), cloud.log()
     assert not j1.masks
     assert 'robot left' in cloud.log()
     assert cloud.alive()
@@ -99,7 +99,7 @@ def test_a_bad_robot_does_not_cost_another_its_masks(launch, ros_node, spin_unti
     assert wait_for_cloud(ros_node, cloud, '', 60.0), cloud.log()
     bad = FakeRobot(ros_node, '/g1', scale=3)  # the tiny models have no x3 network
     good = FakeRobot(ros_node, '/g2', scale=4)
-    assert _stream([bad, good], spin_until, lambda: len(good.masks) >= 10, 60.0), cloud.log()
+    assert stream([bad, good], spin_until, lambda: len(good.masks) >= 10, 60.0), cloud.log()
     assert not bad.masks
     assert 'no SR model for x3' in cloud.log()
     # Batched with the bad frames, the good robot's frames were never rejected.
@@ -116,7 +116,7 @@ def test_two_engines_share_the_robots(launch, ros_node, spin_until, tiny_models)
                                   'warmup_height': SIZE[1]})
     assert wait_for_cloud(ros_node, cloud, '', 90.0), cloud.log()
     robots = [FakeRobot(ros_node, name) for name in names]
-    assert _stream(robots, spin_until, lambda: all(len(r.masks) >= 3 for r in robots), 60.0), \
+    assert stream(robots, spin_until, lambda: all(len(r.masks) >= 3 for r in robots), 60.0), \
         cloud.log()
     log = cloud.log()
     assert '2 engine(s) on cpu,cpu' in log

@@ -21,7 +21,7 @@ from cloudseg_ros.tools.demo import wait_for_cloud
 from cloudseg_ros.tools.netns_lan import NetnsLan, remove_stale_lans
 from cloudseg_ros.tools.processes import LoggedProcess, node_args, NodeProcess
 from cloudseg_ros.tools.wan_link import privileges_problem
-from test_cloud_fleet_ros import FakeRobot, SIZE
+from test_cloud_fleet_ros import FakeRobot, SIZE, stream
 
 torch = pytest.importorskip('torch')
 CLOUD = 'cloudseg_ros.nodes.cloud_node'
@@ -81,15 +81,6 @@ def _owners(node):
                       if i.node_name == 'cloud') for r in ROBOTS}
 
 
-def _stream_until(node, robots, spin_until, predicate, timeout_s):
-    def step():
-        for robot in robots:
-            robot.send()
-        spin_until(lambda: False, 0.05)
-        return predicate()
-    return spin_until(step, timeout_s)
-
-
 @pytest.fixture
 def start_cloud(tmp_path, tiny_models):
     """Start a pool cloud node in namespace `ns`, each with its own log folder; stop all."""
@@ -118,7 +109,7 @@ def test_a_killed_servers_robots_move_to_the_other_without_double_masks(
         return all(len(owners[r]) == 1 for r in ROBOTS) and \
             len({o[0] for o in owners.values()}) == 2 and \
             all(arrivals.masks[r] for r in ROBOTS)
-    assert _stream_until(ros_node, robots, spin_until, shared, 60.0), \
+    assert stream(robots, spin_until, shared, 60.0), \
         (_owners(ros_node), clouds['/srv_a'].log()[-3000:], clouds['/srv_b'].log()[-3000:])
     owners = _owners(ros_node)
     # Kill -9 the server with the most robots (no goodbye, no clean shutdown).
@@ -131,9 +122,9 @@ def test_a_killed_servers_robots_move_to_the_other_without_double_masks(
 
     def orphans_served():
         return all(any(s > killed_stamp for s, _ in arrivals.masks[r]) for r in orphans)
-    assert _stream_until(ros_node, robots, spin_until, orphans_served, 15.0), \
+    assert stream(robots, spin_until, orphans_served, 15.0), \
         clouds[survivor].log()[-4000:]
-    _stream_until(ros_node, robots, spin_until, lambda: False, 2.0)  # every robot keeps going
+    stream(robots, spin_until, lambda: False, 2.0)  # every robot keeps going
     # The killed server's endpoints stay in the graph until its DDS participant lease (Fast
     # DDS: 20 s) ends: that is why the pool has its own, shorter lease.
     assert all(survivor in o for o in _owners(ros_node).values()), _owners(ros_node)
@@ -146,9 +137,9 @@ def test_a_killed_servers_robots_move_to_the_other_without_double_masks(
 
     def handed_back():
         return any(survivor not in o for o in _owners(ros_node).values())
-    assert _stream_until(ros_node, robots, spin_until, handed_back, 90.0), \
+    assert stream(robots, spin_until, handed_back, 90.0), \
         (_owners(ros_node), clouds[victim].log()[-3000:])
-    _stream_until(ros_node, robots, spin_until, lambda: False, 3.0)
+    stream(robots, spin_until, lambda: False, 3.0)
     gaps = {r: max(b - a for (_, a), (_, b) in zip(got, got[1:]) if b > back_at)
             for r, got in arrivals.masks.items()}
     print(f'longest gap per robot after the server came back s: {gaps}')
