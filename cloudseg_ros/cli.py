@@ -30,6 +30,8 @@ COMMANDS = {
                     'cloud node serving N synthetic robots over DDS'),
     'bench-outputs': ('cloudseg_ros.tools.bench_outputs',
                       'CPU cost of mask_color / PNG / mask messages per frame'),
+    'bench-executor': ('cloudseg_ros.tools.bench_executor',
+                       "executor's CPU per received frame, per executor variant"),
     'fleet-sim': ('cloudseg_ros.tools.fleet_sim',
                   'robot -> GPU assignment and failover at fleet size'),
     'pool-sim': ('cloudseg_ros.tools.pool_sim',
