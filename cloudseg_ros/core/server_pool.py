@@ -97,7 +97,10 @@ class Heartbeat:
         """Parse a peer's heartbeat; ValueError for anything malformed or oversized."""
         if len(text) > MAX_HEARTBEAT_BYTES:
             raise ValueError(f'heartbeat of {len(text)} bytes')
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError:  # '[[[[...' within the size bound nests past the parser's stack
+            raise ValueError('heartbeat nested too deeply') from None
         if not isinstance(data, dict):
             raise ValueError('heartbeat is not an object')
         view, acks = data.get('view'), data.get('acks')
@@ -170,6 +173,8 @@ class ServerPool:
         if heartbeat.server == self.name:
             return
         peer = self._peers.get(heartbeat.server)
+        if peer is None and len(self._peers) >= MAX_SERVERS:
+            return  # a flood of invented names must not grow this table (pruned per lease)
         if peer is not None and peer.heartbeat.session == heartbeat.session \
                 and heartbeat.seq <= peer.heartbeat.seq:
             return  # reordered or repeated

@@ -22,7 +22,9 @@ class RobotStream:
     """Everything the node keeps per robot: receiver, publishers, recent masks."""
 
     def __init__(self, node: Node, namespace: str, group, limits: ReceiveLimits,
-                 key_request_hz: float) -> None:
+                 key_request_hz: float, publisher_events=None) -> None:
+        """`publisher_events`: rclpy event callbacks of its publishers; None: none at all
+        (`qos.fleet_publisher_events`), as the cloud runs them."""
         prefix = namespace.rstrip('/') + '/' if namespace else ''
         self.name = namespace or node.get_namespace()
         self.receiver = StreamReceiver(limits)
@@ -30,7 +32,7 @@ class RobotStream:
         self.recent_frames = OrderedDict()  # acquisition stamp (ns) -> DecodedFrame
         self.key_requests = TokenBucket(key_request_hz)
         self.health = CloudStreamHealth(self.name)  # /diagnostics
-        events = qos.fleet_publisher_events()
+        events = publisher_events or qos.fleet_publisher_events()
 
         def publisher(msg_type, topic, profile):
             return node.create_publisher(msg_type, prefix + topic, profile,

@@ -37,11 +37,11 @@ VARIANTS = ('mt/no-events', 'mt/default-events', 'st/no-events')
 class _Receiver(Node):
     """The cloud's per-robot entities; `on_frame` only counts (no decoding, no inference)."""
 
-    def __init__(self, robots: int, name: str) -> None:
+    def __init__(self, robots: int, name: str, events) -> None:
         super().__init__(name)
         self.guard = CallbackGuard(self.get_logger())
         self.received = 0
-        self.streams = [RobotStream(self, f'/bx{i}', None, ReceiveLimits(), 1.0)
+        self.streams = [RobotStream(self, f'/bx{i}', None, ReceiveLimits(), 1.0, events)
                         for i in range(robots)]
 
     def on_frame(self, stream, msg, info=None) -> None:
@@ -50,13 +50,8 @@ class _Receiver(Node):
 
 def _run_variant(variant: str, args: argparse.Namespace, run: int) -> Dict:
     kind, events = variant.split('/')
-    original = qos.fleet_publisher_events
-    if events == 'default-events':
-        qos.fleet_publisher_events = qos.PublisherEventCallbacks  # rclpy's defaults
-    try:
-        receiver = _Receiver(args.robots, f'bench_executor_cloud_{run + 1}')
-    finally:
-        qos.fleet_publisher_events = original
+    events = qos.PublisherEventCallbacks() if events == 'default-events' else None
+    receiver = _Receiver(args.robots, f'bench_executor_cloud_{run + 1}', events)
     sender = Node(f'bench_executor_robots_{run + 1}')
     pubs = [sender.create_publisher(EncodedFrame, f'/bx{i}/frames', qos.ENCODED_STREAM)
             for i in range(args.robots)]
@@ -99,7 +94,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument('--repeats', type=int, default=3,
                         help='rounds over the variants (interleaved: load drifts alike)')
     parser.add_argument('--json', default='', help='also write the results here')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.robots < 1 or args.repeats < 1 or not args.fps > 0 or not args.duration > 0 \
+            or args.warmup < 0 or args.payload < 0:
+        parser.error('--robots and --repeats must be >= 1, --fps and --duration > 0, '
+                     '--warmup and --payload >= 0')
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:

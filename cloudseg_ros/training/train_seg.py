@@ -144,6 +144,18 @@ def _degraded_views(train: SegSplit, cfg: SegTrainConfig) -> np.ndarray:
     return views
 
 
+# Ranges of the drive-generalisation options: name -> (low, high), both inclusive.
+AUGMENT_RANGES = {'cutmix_prob': (0.0, 1.0), 'channel_gain': (0.0, 0.9), 'gamma': (0.0, 2.0)}
+
+
+def check_augment(cfg: SegTrainConfig) -> None:
+    """ConfigError for an augmentation option outside its range (before any data is loaded)."""
+    for name, (low, high) in AUGMENT_RANGES.items():
+        value = getattr(cfg, name)
+        if not low <= value <= high:
+            raise ConfigError(f'{name} must be in [{low:g}, {high:g}], got {value:g}')
+
+
 def build_loaders(cfg: SegTrainConfig, device: torch.device) -> SegData:
     """Decode both splits once; move the train split (and its degraded views) to `device`."""
     train = load_seg_split(cfg.data, cfg.train_split, cfg.dataset, cfg.max_train_items or None)
@@ -339,6 +351,7 @@ def run(cfg: SegTrainConfig, out_dir: str, device: torch.device, resume: bool) -
     """Build, optionally resume, train and report; returns the exit code."""
     seed_everything(cfg.seed)
     common.setup_backend(device)
+    check_augment(cfg)
     data = build_loaders(cfg, device)
     model = build_model(cfg, len(data.class_names))
     state = common.LoopState()

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from cloudseg_ros.core.server_pool import Heartbeat, PoolConfig, ServerPool
+from cloudseg_ros.core.server_pool import Heartbeat, MAX_SERVERS, PoolConfig, ServerPool
 from cloudseg_ros.tools.pool_sim import parse_args, simulate
 
 CONFIG = PoolConfig.for_lease(2.0)  # heartbeat 0.25 s, start-up 4 s
@@ -139,9 +139,17 @@ def test_heartbeat_round_trip_and_malformed_ones():
     for bad in ('[]', '{}', '{"server": "/a"}', beat.to_json().replace('7', '-7', 1),
                 beat.to_json().replace('"y",3', '"y",true'),
                 beat.to_json().replace('"released":true', '"released":1'), 'x' * 70000,
-                'not json'):
+                'not json', '[' * 60000, '{"a":' * 12000):
         with pytest.raises(ValueError):
             Heartbeat.from_json(bad)
+
+
+def test_a_flood_of_invented_servers_is_bounded():
+    pool = ServerPool('/me', 's1', CONFIG, 0.0, ROBOTS)
+    for i in range(MAX_SERVERS + 100):
+        pool.on_heartbeat(Heartbeat(f'/x{i}', 's', 1, True, (), 'f', False, {}), 0.0)
+    assert len(pool.live_peers(0.0)) == MAX_SERVERS
+    assert '/x0' in pool.live_peers(0.0) and f'/x{MAX_SERVERS}' not in pool.live_peers(0.0)
 
 
 def test_timings_that_break_the_fence_are_refused():

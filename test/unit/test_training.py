@@ -165,6 +165,12 @@ def test_cutmix_moves_the_same_box_in_every_view_and_the_labels():
     assert torch.equal(c0, clean) and torch.equal(y0, labels)
 
 
+@pytest.mark.parametrize('override', ['cutmix_prob=1.5', 'channel_gain=-0.1', 'gamma=3'])
+def test_train_seg_refuses_augmentation_out_of_range(override, capsys, tmp_path):
+    assert train_seg_main(['--out', str(tmp_path), '--device', 'cpu', '--set', override]) == 2
+    assert override.split('=')[0] in capsys.readouterr().err
+
+
 def test_color_cast_shares_factors_across_views_and_stays_in_range():
     torch.manual_seed(0)
     x = torch.rand(3, 3, 8, 8)
