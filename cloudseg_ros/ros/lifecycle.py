@@ -32,6 +32,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.node import Node
 
 from cloudseg_ros.core.peer_input import printable
+from cloudseg_ros.ros.param_client import forget_request
 from cloudseg_ros.ros.params import ParamSpec, declare_params
 
 RETRY_S = 1.0  # remote_state: a lost request is sent again after this
@@ -198,6 +199,6 @@ def remote_state(node: Node, target: str, timeout_s: float) -> str:
             rclpy.spin_until_future_complete(node, future, timeout_sec=min(RETRY_S, remaining))
             if future.done():
                 return future.result().current_state.label
-            client.remove_pending_request(future)
+            forget_request(client, future)
     finally:
         node.destroy_client(client)

@@ -45,7 +45,7 @@ class RemoteParams:
                 self._node, future, timeout_sec=min(1.0, max(0.0, deadline - time.monotonic())))
             if future.done():
                 return True
-            self._get.remove_pending_request(future)
+            forget_request(self._get, future)
         return False
 
     def set_async(self, values: Dict[str, Any]) -> Future:
@@ -75,6 +75,14 @@ class RemoteParams:
         if not future.done():
             raise TimeoutError(f'no answer from {self.target}/get_parameters in {timeout_s} s')
         return values_by_name(names, future.result())
+
+
+def forget_request(client, future: Future) -> None:
+    """Drop an unanswered request so a late answer is not kept (Client.remove_pending_request,
+    absent from older rclpy releases: there the pending entry only stays until answered)."""
+    remove = getattr(client, 'remove_pending_request', None)
+    if remove is not None:
+        remove(future)
 
 
 def values_by_name(names: List[str], response: GetParameters.Response) -> Dict[str, Any]:
