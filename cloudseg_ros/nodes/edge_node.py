@@ -24,7 +24,7 @@ from cloudseg_ros.msg import EncodedFrame, PipelineStats
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.clock import SimClockWatch
 from cloudseg_ros.ros.conversions import (compressed_msg, compressed_msg_to_rgb, copy_header,
-                                          image_msg_to_rgb, stamp_to_s)
+                                          image_msg_to_rgb, stamp_to_s, uint8_field)
 from cloudseg_ros.ros.diagnostics import DIAGNOSTICS_PARAMS, DiagnosticsPublisher
 from cloudseg_ros.ros.guard import CallbackGuard
 from cloudseg_ros.ros.lifecycle import ManagedNode, autostart
@@ -237,7 +237,7 @@ class EdgeNode(ManagedNode):
                            orig_width=frame.orig_width, orig_height=frame.orig_height,
                            width=frame.width, height=frame.height, scale=frame.scale,
                            codec=frame.codec, keyframe=frame.keyframe)
-        out.data = frame.data
+        out.data = uint8_field(frame.data)
         self._frames_pub.publish(out)
         if self.settings.publish_compressed and frame.kind != FrameKind.PROBE:
             self._publish_preview(out.header, frame)

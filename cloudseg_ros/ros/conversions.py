@@ -3,6 +3,7 @@
 Everything here raises `ImageError` with a reason a user can act on; nodes log it throttled
 and keep running.
 """
+import array
 from typing import Optional
 
 import numpy as np
@@ -16,6 +17,16 @@ from cloudseg_ros.core.peer_input import printable
 
 SUPPORTED_ENCODINGS = encodings.SUPPORTED_ENCODINGS
 MAX_BYTES_PER_PIXEL = encodings.MAX_BYTES_PER_PIXEL
+
+
+def uint8_field(data) -> array.array:
+    """`data` (bytes-like) as the array.array('B') a ROS uint8[] field holds.
+
+    Assigning anything else makes the generated setter check every element in Python where
+    field checks are on (always on Humble): 154 ms for a 2048x1024 mask, against about 1 ms
+    for this copy.
+    """
+    return array.array('B', memoryview(data).cast('B'))
 
 
 def _cv_bridge():
@@ -84,7 +95,7 @@ def rgb_to_image_msg(rgb: np.ndarray, header: Header) -> Image:
     validate_rgb(rgb)
     msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8',
                 is_bigendian=0, step=rgb.shape[1] * 3)
-    msg.data = np.ascontiguousarray(rgb).tobytes()
+    msg.data = uint8_field(np.ascontiguousarray(rgb))
     return msg
 
 
@@ -94,14 +105,14 @@ def mask_to_image_msg(mask: np.ndarray, header: Header) -> Image:
         raise ImageError(f'mask must be non-empty uint8 (H, W), got {mask.dtype} {mask.shape}')
     msg = Image(header=header, height=mask.shape[0], width=mask.shape[1], encoding='mono8',
                 is_bigendian=0, step=mask.shape[1])
-    msg.data = np.ascontiguousarray(mask).tobytes()
+    msg.data = uint8_field(np.ascontiguousarray(mask))
     return msg
 
 
 def compressed_msg(header: Header, fmt: str, data: bytes) -> CompressedImage:
     """Build a `sensor_msgs/CompressedImage`; `fmt` is 'jpeg' or 'png' as image_transport uses."""
     msg = CompressedImage(header=header, format=fmt)
-    msg.data = bytes(data)
+    msg.data = uint8_field(data)
     return msg
 
 

@@ -17,6 +17,7 @@ from cloudseg_ros.core.fleet_clip import encode_clip
 from cloudseg_ros.msg import EncodedFrame
 from cloudseg_ros.ros import qos
 from cloudseg_ros.ros.clock import steady_clock
+from cloudseg_ros.ros.conversions import uint8_field
 from cloudseg_ros.ros.params import ParamSpec, declare_params
 from cloudseg_ros.ros.spin import run_node
 
@@ -41,7 +42,7 @@ def _message(frame, index: int, width: int, height: int, scale: int,
                        orig_width=width, orig_height=height, width=frame.width,
                        height=frame.height, scale=scale, codec=codec, keyframe=frame.keyframe)
     msg.header = Header(frame_id=f'fleet_camera_{index}')
-    msg.data = frame.data
+    msg.data = uint8_field(frame.data)
     return msg
 
 

@@ -49,7 +49,7 @@ from cloudseg_ros.core.receiver import ReceiveError, ReceiveLimits, StreamReceiv
 from cloudseg_ros.core.uplink import UplinkController
 from cloudseg_ros.msg import ControllerState, EncodedFrame, PipelineStats
 from cloudseg_ros.paths import package_file
-from cloudseg_ros.ros.conversions import mask_to_image_msg, stamp_to_s
+from cloudseg_ros.ros.conversions import mask_to_image_msg, stamp_to_s, uint8_field
 from cloudseg_ros.ros.frames import cloud_stats_msg, meta_from_msg
 
 TARGETS = ('receiver', 'engine', 'controller', 'all')
@@ -73,7 +73,7 @@ def frame_msg(frame: fuzz.FrameFields) -> EncodedFrame:
         session_id=frame.session_id, seq=frame.seq, kind=frame.kind,
         orig_width=frame.orig_width, orig_height=frame.orig_height, width=frame.width,
         height=frame.height, scale=frame.scale, codec=frame.codec, keyframe=frame.keyframe)
-    msg.data = frame.data
+    msg.data = uint8_field(frame.data)
     return msg
 
 

@@ -153,3 +153,22 @@ def test_cv_bridge_and_our_conversion_agree(encoding, monkeypatch):
     bridged = image_msg_to_rgb(msg)
     monkeypatch.setattr(conversions, 'CV_BRIDGE', None)
     assert np.abs(image_msg_to_rgb(msg).astype(int) - bridged).max() <= 2, encoding
+
+
+def test_outgoing_messages_hold_arrays_so_checked_setters_stay_cheap(rgb):
+    """Built messages carry array.array data, equal to the pixels, also with field checks on.
+
+    With checks on (Humble's only mode) a bytes value is checked element by element.
+    """
+    header = conversions.Header(frame_id='cam')
+    mask = (rgb[..., 0] % 11).astype(np.uint8)
+    built = [(conversions.rgb_to_image_msg(rgb, header), rgb),
+             (conversions.mask_to_image_msg(mask, header), mask),
+             (conversions.compressed_msg(header, 'png', b'\x89PNG'), np.frombuffer(b'\x89PNG',
+                                                                                   np.uint8))]
+    for msg, pixels in built:
+        assert msg.data.typecode == 'B'
+        assert bytes(msg.data) == np.ascontiguousarray(pixels).tobytes()
+    checked = Image(check_fields=True)
+    checked.data = conversions.uint8_field(mask)
+    assert bytes(checked.data) == mask.tobytes()
