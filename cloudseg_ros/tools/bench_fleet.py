@@ -262,6 +262,7 @@ def measure(args: argparse.Namespace, collector: FleetCollector, cloud: NodeProc
         return None
     collector.spin_for(args.warmup)
     collector.reset()
+    print(f'bench-fleet: measuring for {args.duration:.0f} s', flush=True)  # profilers wait on it
     load = {'loadavg_1m_start': round(os.getloadavg()[0], 2)}
     gpu = GpuSampler()
     cpu_start, start = cpu_seconds(cloud.proc.pid), time.monotonic()
