@@ -2,6 +2,7 @@
 # One training stage per invocation on the device machine (see models/MODEL_CARD.md).
 #
 #   bash scripts/gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship
+#   UNLABELED=video bash scripts/gpu_train.sh fine-head
 #   bash scripts/gpu_train.sh recipe-holdout 'cutmix_prob=0.5' 'cutmix_prob=0.5 gamma=0.3' ...
 #
 # Runs from the repository root with the CamVid copy carried in .data/camvid11 and the package
@@ -10,7 +11,7 @@
 # Time budgets (seconds of training loop, evaluation and loading excluded) are env overrides:
 #   SEG_BUDGET (default 420), SR_BUDGET (150), FT_BUDGET (150).
 set -euo pipefail
-stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship|recipe-holdout}
+stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship|fine-head|recipe-holdout}
 OUT=${OUT:-out/device}
 WORK=${WORK:-/tmp/cloudseg_work}
 DATA=${DATA:-.data/camvid11}
@@ -107,6 +108,19 @@ unlabeled_ship_stage() {  # all drives + unlabeled frames, then aware SR x2/x3/x
   done
 }
 
+fine_head_stage() {  # head_stride=4: held-out run (CutMix recipe), then shipping + aware SR
+  robust_logs
+  local h4=(--set head_stride=4 --set cutmix_prob=0.5)
+  seg_stage "${HOLDOUT_BUDGET:-130}" "$WORK/seg_holdout_h4" "${ROBUST_SEG[@]}" "${h4[@]}" \
+    --set holdout_sequences=0006R0 2>&1 | tee "$logs/seg_holdout_h4.log" | grep "eval\|done"
+  seg_stage "${SEG_BUDGET:-150}" "$WORK/seg" "${ROBUST_SEG[@]}" "${UNLABELED_SEG[@]}" \
+    "${h4[@]}" --set jitter=0.5 2>&1 | tee "$logs/seg_h4.log" | grep "eval\|unlabeled\|done"
+  cp "$WORK/seg/last.pt" "$ship/seg_icnet.pt"
+  for s in 2 3 4; do
+    aware_sr "$s" "models/sr_carnm_x$s.pt" "$ship/seg_icnet.pt" "${FT_BUDGET:-35}"
+  done
+}
+
 recipe_holdout_stage() {  # one held-out (0006R0) run per recipe argument ("k=v k=v ...")
   robust_logs
   local i=0 recipe sets
@@ -125,6 +139,9 @@ case $stage in
   recipe-holdout)
     shift
     recipe_holdout_stage "$@"
+    ;;
+  fine-head)
+    fine_head_stage
     ;;
   unlabeled-holdout)
     unlabeled_holdout_stage

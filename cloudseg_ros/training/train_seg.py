@@ -61,6 +61,7 @@ class SegTrainConfig:
     stem_blocks: int = 1
     low_blocks: int = 2
     dropout: float = 0.1
+    head_stride: int = 8  # ICNetConfig.head_stride: 8, or 4 for thin classes (pole, sign)
     crop_h: int = 352  # training crop; eval runs on full frames
     crop_w: int = 480
     scale_min: float = 0.5  # random zoom range
@@ -78,7 +79,7 @@ class SegTrainConfig:
     weight_decay: float = 1e-4
     schedule: str = 'poly'  # poly | cosine | constant
     warmup_frac: float = 0.02
-    aux_weights: Tuple[float, ...] = (0.16, 0.4)  # coarse -> fine aux heads (ICNet)
+    aux_weights: Tuple[float, ...] = (0.16, 0.4, 0.4)  # coarse -> fine aux heads (1/16, 1/8, 1/4)
     class_weighting: str = 'enet'  # none | enet | median
     bf16: bool = True  # autocast on CUDA (ignored on CPU)
     channels_last: bool = True
@@ -116,7 +117,7 @@ def build_model(cfg: SegTrainConfig, num_classes: int) -> ICNet:
     """Build an ICNet with the config's width and depth for `num_classes` classes."""
     return build_net('icnet', {'num_classes': num_classes, 'width': cfg.width,
                                'stem_blocks': cfg.stem_blocks, 'low_blocks': cfg.low_blocks,
-                               'dropout': cfg.dropout})
+                               'dropout': cfg.dropout, 'head_stride': cfg.head_stride})
 
 
 @dataclass

@@ -17,9 +17,10 @@ def tiny_carn(scale: int, mobile: bool) -> CARN:
                            mobile=mobile, groups=2)).eval()
 
 
-def tiny_icnet(num_classes: int = 5) -> ICNet:
+def tiny_icnet(num_classes: int = 5, head_stride: int = 8) -> ICNet:
     """An ICNet small enough for a 2-core CI machine, in eval mode (BN uses running stats)."""
-    return ICNet(ICNetConfig(num_classes=num_classes, width=4, low_blocks=1)).eval()
+    return ICNet(ICNetConfig(num_classes=num_classes, width=4, low_blocks=1,
+                             head_stride=head_stride)).eval()
 
 
 @pytest.fixture(autouse=True)
@@ -72,17 +73,19 @@ def test_inference_rewrites_keep_the_function():
         assert torch.allclose(seg(x), fused(x), atol=1e-4)
 
 
+@pytest.mark.parametrize('head_stride', [8, 4])
 @pytest.mark.parametrize('size', [(90, 120), (360, 480), (17, 23), (33, 65)])
-def test_icnet_logits_match_input_size(size):
-    model = tiny_icnet()
+def test_icnet_logits_match_input_size(size, head_stride):
+    model = tiny_icnet(head_stride=head_stride)
     with torch.no_grad():
         y = model(torch.rand(1, 3, *size))
     assert y.shape == (1, 5, *size)
 
 
+@pytest.mark.parametrize('head_stride', [8, 4])
 @pytest.mark.parametrize('size', [(96, 128), (90, 122)])
-def test_pyramid_reuse_of_area_downsized_input_equals_plain_forward(size):
-    model = tiny_icnet()
+def test_pyramid_reuse_of_area_downsized_input_equals_plain_forward(size, head_stride):
+    model = tiny_icnet(head_stride=head_stride)
     x = torch.rand(2, 3, *size)
     with torch.no_grad():
         plain = model(x)
@@ -107,6 +110,26 @@ def test_forward_train_returns_aux_logits_coarse_to_fine():
     assert len(aux) == 2 and all(a.shape == logits.shape for a in aux)
     (logits.mean() + sum(a.mean() for a in aux)).backward()
     assert model.cff_low_mid.aux.weight.grad is not None
+
+
+def test_stride_4_head_adds_a_finer_stage_and_classifies_at_a_quarter():
+    """The 1/4 head has a third aux output and its classifier sees 1/4-resolution features."""
+    model = tiny_icnet(head_stride=4).train()
+    logits, aux = model.forward_train(torch.rand(2, 3, 64, 96))
+    assert len(aux) == 3 and all(a.shape == logits.shape for a in aux)
+    (logits.mean() + sum(a.mean() for a in aux)).backward()
+    assert model.cff_fine.fine[0].weight.grad is not None
+    for stride in (8, 4):
+        net, seen = tiny_icnet(head_stride=stride), []
+        net.classifier.register_forward_hook(lambda _m, _i, out: seen.append(out.shape[-2:]))
+        with torch.no_grad():
+            net(torch.rand(1, 3, 64, 96))
+        assert tuple(seen[0]) == (64 // stride, 96 // stride)
+
+
+def test_icnet_rejects_an_unknown_head_stride():
+    with pytest.raises(ValueError, match='head_stride'):
+        tiny_icnet(head_stride=2)
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
