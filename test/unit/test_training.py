@@ -1,5 +1,6 @@
 """Training code on tiny configs: configs, datasets, augmentation, losses, a few steps, resume."""
 import os
+import types
 
 import cv2
 import numpy as np
@@ -12,7 +13,7 @@ from cloudseg_ros.training import common, config, datasets, losses
 from cloudseg_ros.training.augment import (area_downsample, color_cast, cutmix, seg_augment,
                                            sr_batch)
 from cloudseg_ros.training.finetune_sr import FinetuneConfig, Lambda, pyramid_for
-from cloudseg_ros.training.train_seg import SegTrainConfig
+from cloudseg_ros.training.train_seg import label_loss, SegTrainConfig
 from cloudseg_ros.training.train_seg import main as train_seg_main
 from cloudseg_ros.training.train_sr import SRTrainConfig
 
@@ -165,10 +166,31 @@ def test_cutmix_moves_the_same_box_in_every_view_and_the_labels():
     assert torch.equal(c0, clean) and torch.equal(y0, labels)
 
 
-@pytest.mark.parametrize('override', ['cutmix_prob=1.5', 'channel_gain=-0.1', 'gamma=3'])
+@pytest.mark.parametrize('override', ['cutmix_prob=1.5', 'channel_gain=-0.1', 'gamma=3',
+                                      'degraded_ce_weight=-1'])
 def test_train_seg_refuses_augmentation_out_of_range(override, capsys, tmp_path):
     assert train_seg_main(['--out', str(tmp_path), '--device', 'cpu', '--set', override]) == 2
     assert override.split('=')[0] in capsys.readouterr().err
+
+
+def test_degraded_ce_weight_scales_only_the_degraded_views():
+    """Rows: 2 clean views, their 2 degraded views, 2 unlabeled (void) views."""
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4, 5, 5)
+    aux = [torch.randn(6, 4, 5, 5)]
+    labels = torch.randint(0, 4, (2, 5, 5))
+    y = torch.cat([labels, labels, torch.full((2, 5, 5), 9)])
+    data = types.SimpleNamespace(degraded=torch.zeros(1), ignore_index=9, class_weights=None)
+
+    def loss(weight, lg=logits):
+        cfg = SegTrainConfig(degraded_ce_weight=weight, aux_weights=(0.4,))
+        return float(label_loss(lg, aux, y, data, cfg, batch=2))
+
+    assert loss(0.999999) == pytest.approx(loss(1.0), rel=1e-5)  # one CE == mean of halves
+    other = logits.clone()
+    other[2:4] = torch.randn(2, 4, 5, 5)  # other degraded-view logits
+    assert loss(0.0, other) == pytest.approx(loss(0.0))
+    assert loss(0.5, other) != pytest.approx(loss(0.5))
 
 
 def test_color_cast_shares_factors_across_views_and_stays_in_range():
