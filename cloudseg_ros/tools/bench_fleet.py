@@ -11,7 +11,12 @@ and GPU utilisation where nvidia-smi exists. `--robots 0` measures the idle clou
 JSON (scripts rely on these keys): {"masks_per_s", "per_robot_fps": [...],
 "latency_ms": {"p50", "p95", "p99"}, "superseded", "lost", "cloud_cpu_percent", "config"}.
 The rates and latencies cover the measurement window; superseded and lost count the whole run
-(robots' start to stop), with `frames_sent` beside them.
+(robots' start to stop), with `frames_sent` beside them. Beside what this process received,
+the report has what the cloud says it served (one `cloud_stats` record per mask, reliable):
+`served_per_s`, `per_robot_served_fps` and `cloud_latency_ms` (acquisition stamp -> mask
+published), and this process's own CPU (`collector_cpu_percent`). At hundreds of 2 MB masks/s
+the collector, one Python thread with best-effort depth-1 subscriptions, may drop masks; when
+`served_per_s` exceeds `masks_per_s`, the difference was lost on the way to it, not unserved.
 """
 import argparse
 import json
@@ -150,6 +155,7 @@ class FleetCollector(Node):
         self.latencies_ms: Dict[str, List[float]] = {ns: [] for ns in namespaces}
         self.received: Dict[str, int] = {o: 0 for o in outputs}
         self.last_stats: Dict[str, PipelineStats] = {}
+        self.served: Dict[str, List[float]] = {ns: [] for ns in namespaces}  # cloud latencies
         for ns in namespaces:
             for output in outputs:
                 topic, msg_type = OUTPUTS[output]
@@ -158,8 +164,12 @@ class FleetCollector(Node):
                     lambda msg, ns=ns, output=output: self._on_output(ns, output, msg),
                     qos.SENSOR)
             self.create_subscription(PipelineStats, f'{ns}/cloud_stats',
-                                     lambda msg, ns=ns: self.last_stats.__setitem__(ns, msg),
-                                     qos.STATS)
+                                     lambda msg, ns=ns: self._on_stats(ns, msg), qos.STATS)
+
+    def _on_stats(self, ns: str, msg: PipelineStats) -> None:
+        self.last_stats[ns] = msg
+        if msg.stage == 'cloud':  # one record per mask the cloud published
+            self.served[ns].append(float(msg.latency_ms))
 
     def _on_output(self, ns: str, output: str, msg) -> None:
         self.received[output] += 1
@@ -169,7 +179,7 @@ class FleetCollector(Node):
 
     def reset(self) -> None:
         """Forget what came before the measurement window."""
-        for values in self.latencies_ms.values():
+        for values in list(self.latencies_ms.values()) + list(self.served.values()):
             values.clear()
         self.received = {o: 0 for o in self.received}
 
@@ -219,11 +229,15 @@ def percentiles(values: List[float]) -> Dict[str, Optional[float]]:
 
 
 def build_report(args: argparse.Namespace, collector: FleetCollector, window_s: float,
-                 cpu_s: float, summaries: List[Dict], gpu_util: Optional[float],
+                 cpu_s: Dict[str, float], summaries: List[Dict], gpu_util: Optional[float],
                  load: Dict) -> Dict:
-    """The bench's JSON report (see the module docstring for the keys scripts rely on)."""
+    """The bench's JSON report (see the module docstring for the keys scripts rely on).
+
+    `cpu_s`: CPU seconds in the window of the 'cloud' and of this 'collector' process.
+    """
     namespaces = robot_namespaces(args.robots)
     fps = [len(collector.latencies_ms[ns]) / window_s for ns in namespaces]
+    served = [len(collector.served[ns]) / window_s for ns in namespaces]
     stats = [collector.last_stats.get(ns) for ns in namespaces]
     sent = sum(s.get('sent', 0) for s in summaries)
     frames_in = sum(s.frames_in for s in stats if s is not None)
@@ -241,7 +255,11 @@ def build_report(args: argparse.Namespace, collector: FleetCollector, window_s: 
         'rejected': sum(s.frames_rejected for s in stats if s is not None),
         'frames_sent': sent, 'frames_in': frames_in,
         'received': dict(collector.received),
-        'cloud_cpu_percent': round(100.0 * cpu_s / window_s, 1),
+        'served_per_s': round(sum(served), 2),
+        'per_robot_served_fps': [round(v, 2) for v in served],
+        'cloud_latency_ms': percentiles([v for ns in namespaces for v in collector.served[ns]]),
+        'cloud_cpu_percent': round(100.0 * cpu_s['cloud'] / window_s, 1),
+        'collector_cpu_percent': round(100.0 * cpu_s['collector'] / window_s, 1),
         'gpu_util_percent': gpu_util,
         'config': {'robots': args.robots, 'idle_robots': args.idle_robots, 'fps': args.fps,
                    'size': args.size, 'scale': args.scale, 'codec': args.codec,
@@ -265,9 +283,11 @@ def measure(args: argparse.Namespace, collector: FleetCollector, cloud: NodeProc
     print(f'bench-fleet: measuring for {args.duration:.0f} s', flush=True)  # profilers wait on it
     load = {'loadavg_1m_start': round(os.getloadavg()[0], 2)}
     gpu = GpuSampler()
-    cpu_start, start = cpu_seconds(cloud.proc.pid), time.monotonic()
+    pids = {'cloud': cloud.proc.pid, 'collector': os.getpid()}
+    cpu_start, start = {k: cpu_seconds(pid) for k, pid in pids.items()}, time.monotonic()
     collector.spin_for(args.duration)
-    cpu_s, window_s = cpu_seconds(cloud.proc.pid) - cpu_start, time.monotonic() - start
+    window_s = time.monotonic() - start
+    cpu_s = {k: cpu_seconds(pid) - cpu_start[k] for k, pid in pids.items()}
     gpu_util = gpu.stop()
     load['loadavg_1m_end'] = round(os.getloadavg()[0], 2)
     for robot in robots:
