@@ -13,6 +13,7 @@ pyramid, so other models get no '<name>_nopyr' rows.
         --md out/eval_x4.md --plot out/eval_x4.png
 """
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -240,8 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--md', default=None, help='also write a markdown table here')
     parser.add_argument('--plot', default=None, help='also write a bar plot PNG here')
     parser.add_argument('--max-frames', type=int, default=0, help='first N frames only (0: all)')
+    parser.add_argument('--every', type=int, default=1,
+                        help='every Nth frame only (a sample spread over all drives of a split)')
     parser.add_argument('--batch', type=int, default=4, help='frames per batch')
     return parser
+
+
+def every_nth(split: SegSplit, n: int) -> SegSplit:
+    """Every `n`th frame of a split (its first included)."""
+    if n == 1:
+        return split
+    return dataclasses.replace(split, images=split.images[::n], labels=split.labels[::n],
+                               stems=split.stems[::n])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -251,8 +262,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     models_dir = args.models or default_models_dir()
     try:
         seg, sr_nets = load_models(models_dir, args.scale, device, args.seg_model)
-        split = load_seg_split(args.data, args.split, 'camvid', args.max_frames or None)
-    except (CheckpointError, OSError) as exc:
+        if args.every < 1:
+            raise ValueError(f'--every must be >= 1, got {args.every}')
+        split = every_nth(load_seg_split(args.data, args.split, 'camvid',
+                                         args.max_frames or None), args.every)
+    except (CheckpointError, OSError, ValueError) as exc:
         print(f'eval: {exc}', file=sys.stderr)
         return 2
     if seg.num_classes != split.num_classes:

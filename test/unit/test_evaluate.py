@@ -166,3 +166,15 @@ def test_cli_with_an_external_seg_model(tmp_path, capsys):
     torch.jit.save(net, str(tmp_path / 'mine.pt'))  # consistent with its YAML, not with CamVid
     assert evaluate.main(args) == 2
     assert 'mine.pt predicts 5 classes but' in capsys.readouterr().err
+
+
+def test_every_nth_keeps_frames_labels_and_stems_together():
+    every_nth = evaluate.every_nth
+    split = SegSplit(images=np.arange(5)[:, None, None, None] * np.ones((5, 2, 2, 3), np.uint8),
+                     labels=np.arange(5)[:, None, None] * np.ones((5, 2, 2), np.uint8),
+                     class_names=['a'], ignore_index=1, stems=list('vwxyz'))
+    sub = every_nth(split, 2)
+    assert sub.stems == ['v', 'x', 'z']
+    assert [int(i[0, 0, 0]) for i in sub.images] == [0, 2, 4]
+    assert [int(lab[0, 0]) for lab in sub.labels] == [0, 2, 4]
+    assert every_nth(split, 1) is split
