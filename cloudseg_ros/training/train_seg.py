@@ -35,7 +35,7 @@ from torch import nn
 from cloudseg_ros.core.metrics import RunningConfusion
 from cloudseg_ros.nets.checkpoint import build_model as build_net
 from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as save_net
-from cloudseg_ros.nets.icnet import ICNet
+from cloudseg_ros.nets.icnet import HEAD_STRIDES, ICNet
 
 from . import common
 from .augment import (blur_and_noise, color_cast, cutmix, seg_augment, seg_augment_views,
@@ -153,6 +153,8 @@ AUGMENT_RANGES = {'cutmix_prob': (0.0, 1.0), 'channel_gain': (0.0, 0.9), 'gamma'
 
 def check_augment(cfg: SegTrainConfig) -> None:
     """ConfigError for an augmentation option outside its range (before any data is loaded)."""
+    if cfg.head_stride not in HEAD_STRIDES:
+        raise ConfigError(f'head_stride must be one of {HEAD_STRIDES}, got {cfg.head_stride}')
     for name, (low, high) in AUGMENT_RANGES.items():
         value = getattr(cfg, name)
         if not low <= value <= high:

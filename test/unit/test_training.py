@@ -167,7 +167,7 @@ def test_cutmix_moves_the_same_box_in_every_view_and_the_labels():
 
 
 @pytest.mark.parametrize('override', ['cutmix_prob=1.5', 'channel_gain=-0.1', 'gamma=3',
-                                      'degraded_ce_weight=-1'])
+                                      'degraded_ce_weight=-1', 'head_stride=2'])
 def test_train_seg_refuses_augmentation_out_of_range(override, capsys, tmp_path):
     assert train_seg_main(['--out', str(tmp_path), '--device', 'cpu', '--set', override]) == 2
     assert override.split('=')[0] in capsys.readouterr().err
