@@ -17,6 +17,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from cloudseg_ros.inference.overlay import device_overlay, overlays_on_device
 from cloudseg_ros.inference.seg_models import load_seg_model, SegModel, SegModelError
 from cloudseg_ros.nets.carn import densify_group_convs
 from cloudseg_ros.nets.checkpoint import load_checkpoint
@@ -59,6 +60,9 @@ class EngineConfig:
     pad_batches: Optional[bool] = None
     warmup_batches: Tuple[int, ...] = (1,)  # batch sizes warmed up when pad_batches is on
     warmup_scales: Tuple[int, ...] = ALL_SCALES  # scales warmed up (those supported)
+    # Build the overlays inputs ask for (EngineInput.overlay_alpha) on the device: 'auto' = on
+    # CUDA only (on the CPU the node's output threads blend in parallel instead), 'on', 'off'.
+    overlay: str = 'auto'
 
 
 @dataclass
@@ -68,6 +72,8 @@ class EngineInput:
     lr_rgb: np.ndarray
     scale: int
     orig_size: Tuple[int, int]  # (W, H)
+    # With the engine's overlays on: also return this frame's overlay blended with this weight.
+    overlay_alpha: Optional[float] = None
 
 
 @dataclass
@@ -81,6 +87,7 @@ class EngineOutput:
 
     mask: np.ndarray
     timings_ms: Dict[str, float]
+    overlay: Optional[np.ndarray] = None  # (H, W, 3) uint8 RGB, when asked and built here
 
 
 def padded_size(batch: int, pad: bool) -> int:
@@ -168,6 +175,8 @@ class SegEngine:
         self.class_names: List[str] = self.seg_model.class_names
         self.colors: np.ndarray = self.seg_model.colors  # uint8 (num_classes, 3) RGB
         self.ignore_index = self.seg_model.ignore_index  # the labels' void id
+        self.overlays_on_device = overlays_on_device(config.overlay, self.device)
+        self._palette = torch.tensor(np.asarray(self.colors, np.uint8), device=self.device)
         self.sr_models: Dict[int, nn.Module] = {}
         if config.sr_mode == 'model':
             for scale, path in sorted(config.sr_checkpoints.items()):
@@ -202,10 +211,12 @@ class SegEngine:
             groups.setdefault(key, []).append(i)
         outputs: List[Optional[EngineOutput]] = [None] * len(batch)
         for (_, scale, (width, height)), indices in groups.items():
-            masks, timings = self._run_group([batch[i].lr_rgb for i in indices], scale,
-                                             (height, width))
-            for i, mask in zip(indices, masks):
-                outputs[i] = EngineOutput(mask, dict(timings))
+            alphas = [batch[i].overlay_alpha if self.overlays_on_device else None
+                      for i in indices]
+            masks, overlays, timings = self._run_group([batch[i].lr_rgb for i in indices],
+                                                       scale, (height, width), alphas)
+            for i, mask, overlay in zip(indices, masks, overlays):
+                outputs[i] = EngineOutput(mask, dict(timings), overlay)
         return outputs
 
     def process_isolated(self, batch: Sequence[EngineInput]
@@ -308,6 +319,8 @@ class SegEngine:
                               f'{getattr(img, "dtype", type(img))} {getattr(img, "shape", "")}')
         if len(item.orig_size) != 2 or min(item.orig_size) < 1:
             raise EngineError(f'orig_size must be (W, H) > 0, got {item.orig_size}')
+        if item.overlay_alpha is not None and not 0.0 <= item.overlay_alpha <= 1.0:
+            raise EngineError(f'overlay_alpha must be in [0, 1], got {item.overlay_alpha}')
         scale = item.scale
         if scale not in ALL_SCALES:
             raise EngineError(f'scale must be one of {ALL_SCALES}, got {scale}')
@@ -355,9 +368,14 @@ class SegEngine:
             raise EngineError(str(exc)) from exc
         return logits.argmax(dim=1).to(torch.uint8)
 
-    def _run_group(self, images: List[np.ndarray], scale: int,
-                   size: Tuple[int, int]) -> Tuple[np.ndarray, Dict[str, float]]:
-        """One batch of equal-shape frames: upload, SR, seg, download; masks (B, H, W)."""
+    def _run_group(self, images: List[np.ndarray], scale: int, size: Tuple[int, int],
+                   alphas: Sequence[Optional[float]] = ()
+                   ) -> Tuple[np.ndarray, List[Optional[np.ndarray]], Dict[str, float]]:
+        """One batch of equal-shape frames: upload, SR, seg, download.
+
+        Returns masks (B, H, W), the overlays of the frames with an alpha in `alphas` (else
+        None) and the timings.
+        """
         start = time.perf_counter()
         clock = _Clock(self.device)
         count = len(images)
@@ -365,9 +383,15 @@ class SegEngine:
         with torch.inference_mode(), self._autocast():
             lr = self._upload(images)
             mask = self._run_device(lr, scale, size, clock)
+            wanted = list(alphas)[:count] + [None] * (count - len(alphas))
+            overlays = [None if alpha is None else device_overlay(
+                lr[i], mask[i], self._palette, alpha, self.ignore_index)
+                for i, alpha in enumerate(wanted)]
             masks = mask[:count].cpu().numpy()  # waits for the device
+            overlays = [None if o is None else o.cpu().numpy() for o in overlays]
         sr_ms, seg_ms = clock.intervals_ms()
-        return masks, {'sr': sr_ms, 'seg': seg_ms, 'total': (time.perf_counter() - start) * 1e3}
+        return masks, overlays, {'sr': sr_ms, 'seg': seg_ms,
+                                 'total': (time.perf_counter() - start) * 1e3}
 
     def _run_device(self, lr: torch.Tensor, scale: int, size: Tuple[int, int],
                     clock: _Clock) -> torch.Tensor:

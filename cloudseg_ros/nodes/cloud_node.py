@@ -10,10 +10,12 @@ Threads (docs/FLEET.md): the executor only takes messages, checks and counts the
 order (`core/serial_lanes.py`); one inference thread per engine (`device` may list several,
 robots spread over them: `inference/engine_pool.py`) sleeps on a condition variable until a
 frame waits, then forms a batch across robots with a deadline, fairly (`inference/
-fleet_queue.py`); `output_threads` build overlays and PNGs (`ros/cloud_outputs.py`). Robots
-join and leave when `robot_namespaces` is set. Timers and rate limits run on the steady clock.
+fleet_queue.py`); `output_threads` build PNGs and overlays (`ros/cloud_outputs.py`; on a GPU
+the engine blends the overlays, `overlay_on_device`). Robots join and leave when
+`robot_namespaces` is set. Timers and rate limits run on the steady clock.
 """
 import time
+from typing import Optional
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from std_msgs.msg import Empty
@@ -55,6 +57,11 @@ def _output_pixels(item) -> int:
     """SR / mask pixels of a waiting (header, arrival, DecodedFrame)."""
     meta = item[2].meta
     return meta.orig_width * meta.orig_height
+
+
+def _built(rgb):
+    """A colorize callable that returns an overlay already built (by the engine)."""
+    return lambda _mask: rgb
 
 
 def _twin_size(mask, twin) -> tuple:
@@ -232,8 +239,9 @@ class CloudNode(ManagedNode):
     def _segment_batch(self, engine, batch) -> None:
         """One engine call for frames of several robots; a refused frame fails alone."""
         results = engine.process_isolated([
-            EngineInput(f.rgb, f.meta.scale, (f.meta.orig_width, f.meta.orig_height))
-            for _, (_, _, f) in batch])
+            EngineInput(f.rgb, f.meta.scale, (f.meta.orig_width, f.meta.orig_height),
+                        self._overlay_alpha(engine, stream))
+            for stream, (_, _, f) in batch])
         for (stream, item), result in zip(batch, results):
             if isinstance(result, EngineError):
                 stream.receiver.count_rejected()
@@ -246,13 +254,25 @@ class CloudNode(ManagedNode):
         stream.remember(stream.recent_masks, _stamp_ns(header), output.mask)
         now_s = self.get_clock().now().nanoseconds * 1e-9
         stream.health.on_mask((now_s - stamp_to_s(header.stamp)) * 1e3)
-        colorize = self._colorizer(engine, frame) if self.settings.publish_color else None
+        colorize = None
+        if output.overlay is not None:  # blended by the engine, on its device
+            colorize = _built(output.overlay)
+        elif self.settings.publish_color:
+            colorize = self._colorizer(engine, frame)
         self._outputs.publish(stream, copy_header(header), output.mask, colorize,
                               self.settings.publish_compressed)
         if subscribed(stream.stats_pub):
             stream.stats_pub.publish(cloud_stats_msg(
                 header, arrival_stamp, frame, stream.receiver,
                 self._pool.superseded(stream.name), output.timings_ms, batch_size, now_s))
+
+    def _overlay_alpha(self, engine, stream: RobotStream) -> Optional[float]:
+        """The alpha to ask the engine for this robot's overlay with, or None (not wanted, or
+        the engine does not blend: then the output threads do, if someone subscribes)."""
+        if engine.overlays_on_device and self.settings.publish_color \
+                and subscribed(stream.color_pub):
+            return self.settings.overlay_alpha
+        return None
 
     def _colorizer(self, engine, frame):
         """mask -> overlay on the received frame (run on an output thread, if subscribed)."""

@@ -6,6 +6,7 @@ from typing import List, Sequence, Tuple
 from cloudseg_ros.core.receiver import ReceiveLimits
 from cloudseg_ros.inference import model_files
 from cloudseg_ros.inference.engine import ALL_SCALES, EngineConfig
+from cloudseg_ros.inference.overlay import OVERLAY_MODES
 from cloudseg_ros.ros.params import ParamSpec
 
 LIMITS = ReceiveLimits()  # defaults of the resource bounds
@@ -47,6 +48,10 @@ PARAMS = (
               choices=('auto', 'bf16', 'fp16', 'fp32'), read_only=True),
     ParamSpec('cuda_graphs', False, 'Capture CUDA graphs per input shape (GPU only).',
               read_only=True),
+    ParamSpec('overlay_on_device', 'auto',
+              'Where mask_color is blended: on the engine\'s device (auto = on a GPU, where '
+              'the frame and mask already are) or by OpenCV on the output threads.',
+              choices=OVERLAY_MODES, read_only=True),
     ParamSpec('compile', False,
               'torch.compile the networks (GPU; about 20 s per new frame size, paid at start '
               'for warmup_width x warmup_height).', read_only=True),
@@ -132,7 +137,7 @@ def engine_configs(values, settings: CloudSettings) -> List[EngineConfig]:
         sr_mode='bilinear' if values['sr_variant'] == 'bilinear' else 'model',
         device=device.strip(), precision=values['precision'],
         pyramid_reuse=settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'],
-        compile=values['compile'],
+        compile=values['compile'], overlay=values['overlay_on_device'],
         warmup_size=(values['warmup_width'], values['warmup_height']),
         warmup_batches=tuple(range(1, settings.max_batch + 1)),
         warmup_scales=check_warmup_scales(values['warmup_scales']))

@@ -24,10 +24,11 @@ CLOUD = 'cloudseg_ros.nodes.cloud_node'
 EDGE = 'cloudseg_ros.nodes.edge_node'
 
 
+@pytest.mark.parametrize('overlay_on_device', ['auto', 'on'])  # CPU: output threads / engine
 def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin_until,
-                                                          tiny_models):
+                                                          tiny_models, overlay_on_device):
     cloud = launch(CLOUD, params={'robot_namespaces': ['/c1'], 'models_dir': tiny_models,
-                                  'device': 'cpu'})
+                                  'device': 'cpu', 'overlay_on_device': overlay_on_device})
     edge = launch(EDGE, namespace='/c1', params={'useful_threshold': 0.0, 'scale': 4})
     camera = SceneCamera(ros_node, '/c1')
     masks = collect(ros_node, '/c1/mask', Image, qos.IMAGE)

@@ -198,3 +198,25 @@ def test_padded_batches_give_the_same_masks(checkpoints):
     assert len(got) == 3
     for a, b in zip(got, expected):
         assert np.array_equal(a.mask, b.mask)
+
+
+def test_engine_overlays_match_the_cpu_blend_and_only_where_asked(checkpoints):
+    from cloudseg_ros.core.imageops import upsample_bilinear
+    from cloudseg_ros.core.palette import overlay
+    engine = make_engine(checkpoints, overlay='on')
+    lr = frame(24, 32, seed=3)
+    with_overlay, without = engine.process([EngineInput(lr, 4, (128, 96), overlay_alpha=0.6),
+                                            EngineInput(lr, 4, (128, 96))])
+    assert without.overlay is None
+    got = with_overlay.overlay
+    assert got.dtype == np.uint8 and got.shape == (96, 128, 3)
+    want = overlay(upsample_bilinear(lr, (128, 96)), with_overlay.mask, engine.colors, 0.6,
+                   engine.ignore_index)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.9
+    # 'auto' blends on CUDA only: on the CPU the node's output threads do it.
+    auto = make_engine(checkpoints)
+    assert not auto.overlays_on_device
+    assert auto.process([EngineInput(lr, 4, (128, 96), overlay_alpha=0.6)])[0].overlay is None
+    with pytest.raises(EngineError, match='overlay_alpha'):
+        engine.process([EngineInput(lr, 4, (128, 96), overlay_alpha=1.5)])
