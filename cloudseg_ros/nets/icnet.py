@@ -173,7 +173,8 @@ class ICNet(nn.Module):
     def __init__(self, config: ICNetConfig) -> None:
         super().__init__()
         if config.head_stride not in HEAD_STRIDES:
-            raise ValueError(f'head_stride must be one of {HEAD_STRIDES}, got {config.head_stride}')
+            raise ValueError(f'head_stride must be one of {HEAD_STRIDES}, '
+                             f'got {config.head_stride}')
         self.config = config
         w, k = config.width, config.num_classes
         self.register_buffer('rgb_mean', torch.tensor(_RGB_MEAN).view(1, 3, 1, 1),

@@ -244,7 +244,7 @@ def _consistency(logits: torch.Tensor, batch: int, cfg: SegTrainConfig) -> torch
 
 
 def label_loss(logits: torch.Tensor, aux: List[torch.Tensor], y: torch.Tensor, data: SegData,
-                cfg: SegTrainConfig, batch: int) -> torch.Tensor:
+               cfg: SegTrainConfig, batch: int) -> torch.Tensor:
     """Cascade CE against the labels; the degraded views weighted by `degraded_ce_weight`.
 
     Rows are the labelled clean views, the labelled degraded views, then unlabeled views (void
