@@ -61,7 +61,8 @@ class EngineConfig:
     warmup_batches: Tuple[int, ...] = (1,)  # batch sizes warmed up when pad_batches is on
     warmup_scales: Tuple[int, ...] = ALL_SCALES  # scales warmed up (those supported)
     # Build the overlays inputs ask for (EngineInput.overlay_alpha) on the device: 'auto' = on
-    # CUDA only (on the CPU the node's output threads blend in parallel instead), 'on', 'off'.
+    # CUDA only (on the CPU the node's output threads blend in parallel instead), 'always',
+    # 'never'.
     overlay: str = 'auto'
 
 

@@ -9,14 +9,15 @@ picture as the CPU path within one grey level (OpenCV resizes uint8 with fixed-p
 import torch
 import torch.nn.functional as F
 
-OVERLAY_MODES = ('auto', 'on', 'off')  # auto: on CUDA devices only
+# auto: on CUDA devices only. Not 'on' / 'off': ROS parses those as booleans (YAML 1.1).
+OVERLAY_MODES = ('auto', 'always', 'never')
 
 
 def overlays_on_device(mode: str, device: torch.device) -> bool:
     """Whether the engine builds overlays (`mode` from OVERLAY_MODES) on `device`."""
     if mode not in OVERLAY_MODES:
         raise ValueError(f'overlay mode must be one of {OVERLAY_MODES}, got {mode!r}')
-    return mode == 'on' or (mode == 'auto' and device.type == 'cuda')
+    return mode == 'always' or (mode == 'auto' and device.type == 'cuda')
 
 
 def device_overlay(lr: torch.Tensor, mask: torch.Tensor, palette: torch.Tensor, alpha: float,

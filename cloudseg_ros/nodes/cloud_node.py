@@ -74,6 +74,10 @@ def _twin_size(mask, twin) -> tuple:
 class CloudNode(ManagedNode):
     """Serves SR + segmentation to a fleet of robots (a managed node: ros/lifecycle.py)."""
 
+    # Until configure() builds them. Class defaults, because release() also runs when the
+    # construction itself failed (a parameter of the wrong type given at start).
+    _binder = _pool = _decoders = _outputs = _uplink = _server_pool = None
+
     def __init__(self) -> None:
         super().__init__('cloud', PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS)
         forward_python_logs(self)  # the engine's warnings reach /rosout

@@ -108,6 +108,9 @@ class EdgeNode(ManagedNode):
     (an inactive edge receives no camera images at all).
     """
 
+    # Until configure() builds them; release() also runs after a failed construction.
+    _binder = _frames_pub = None
+
     def __init__(self) -> None:
         super().__init__('edge', PARAMS + UPLINK_PARAMS + DIAGNOSTICS_PARAMS)
         self._binder = self._frames_pub = None

@@ -24,7 +24,7 @@ CLOUD = 'cloudseg_ros.nodes.cloud_node'
 EDGE = 'cloudseg_ros.nodes.edge_node'
 
 
-@pytest.mark.parametrize('overlay_on_device', ['auto', 'on'])  # CPU: output threads / engine
+@pytest.mark.parametrize('overlay_on_device', ['auto', 'always'])  # CPU: output threads / engine
 def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin_until,
                                                           tiny_models, overlay_on_device):
     cloud = launch(CLOUD, params={'robot_namespaces': ['/c1'], 'models_dir': tiny_models,
@@ -165,3 +165,15 @@ def test_single_hostile_frames_do_not_stop_the_cloud(launch, ros_node, spin_unti
     assert spin_until(lambda: stats[-1].frames_rejected >= 2, 5.0), cloud.log()
     assert stats[-1].frames_lost <= 4 * MAX_SEQ_GAP
     assert 'exceeds max_input_pixels' in cloud.log()
+
+
+@pytest.mark.parametrize('module', [CLOUD, EDGE])
+def test_a_parameter_of_the_wrong_type_at_start_is_the_one_error_shown(launch, module):
+    """The node exits naming the parameter; no second traceback from releasing a half-built
+    node (release() used to read attributes that construction never reached)."""
+    node = launch(module, params={'publish_compressed' if module == CLOUD else 'scale': 'abc'})
+    node.proc.wait(timeout=60)
+    log = node.log()
+    assert node.proc.returncode != 0
+    assert 'InvalidParameterTypeException' in log, log
+    assert 'AttributeError' not in log, log

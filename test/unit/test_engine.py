@@ -203,7 +203,7 @@ def test_padded_batches_give_the_same_masks(checkpoints):
 def test_engine_overlays_match_the_cpu_blend_and_only_where_asked(checkpoints):
     from cloudseg_ros.core.imageops import upsample_bilinear
     from cloudseg_ros.core.palette import overlay
-    engine = make_engine(checkpoints, overlay='on')
+    engine = make_engine(checkpoints, overlay='always')
     lr = frame(24, 32, seed=3)
     with_overlay, without = engine.process([EngineInput(lr, 4, (128, 96), overlay_alpha=0.6),
                                             EngineInput(lr, 4, (128, 96))])

@@ -27,7 +27,7 @@ def test_device_overlay_matches_opencv_within_one_level_and_keeps_void_pixels():
 def test_overlay_mode_picks_the_device():
     assert overlays_on_device('auto', torch.device('cuda', 0))
     assert not overlays_on_device('auto', torch.device('cpu'))
-    assert overlays_on_device('on', torch.device('cpu'))
-    assert not overlays_on_device('off', torch.device('cuda', 0))
+    assert overlays_on_device('always', torch.device('cpu'))
+    assert not overlays_on_device('never', torch.device('cuda', 0))
     with pytest.raises(ValueError, match='overlay mode'):
         overlays_on_device('gpu', torch.device('cpu'))
