@@ -10,7 +10,8 @@ A MultiThreadedExecutor that builds its wait set while a callback on another thr
 subscription or publisher (robots leaving the cloud: `robot_namespaces`, `server_pool`) can
 raise InvalidHandle out of `spin()` (ros2/rclpy#1142, #1206, open): the cloud ended there when
 a returning pool server took its robots back. The wait set is rebuilt on the next turn, so
-`run_node` spins on, unless the node itself is gone.
+`run_node` spins on, unless the node itself is gone. Any error out of `spin()` once rclpy is
+shut down (Ctrl-C arriving while a message is taken) ends the spin quietly.
 """
 import signal
 from typing import Callable, Optional
@@ -53,9 +54,13 @@ def _spin_on(spinner: Executor, node: Node) -> None:
         try:
             spinner.spin()
             return
-        except InvalidHandle as err:
+        except RuntimeError as err:
             if not rclpy.ok():
+                # Ctrl-C shut rclpy down while the executor took a message: a take racing the
+                # shutdown (seen as pybind11's 'Unable to convert call argument'), not a fault.
                 return
+            if not isinstance(err, InvalidHandle):
+                raise
             with node.handle:  # raises InvalidHandle (out of here) if the node is gone
                 pass
             node.get_logger().warn(f'executor: {err} (an entity destroyed while the wait set '

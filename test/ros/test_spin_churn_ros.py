@@ -47,3 +47,24 @@ def test_spin_goes_on_while_callbacks_destroy_entities():
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def test_an_error_out_of_spin_after_shutdown_ends_quietly_and_before_it_raises():
+    """Ctrl-C racing a take: once rclpy is shut down, spin()'s error is not a fault."""
+    class RaisingSpinner:
+        def spin(self):
+            raise RuntimeError('Unable to convert call argument')
+
+    rclpy.init()
+    node = rclpy.create_node('spin_after_shutdown')
+    try:
+        try:
+            spin._spin_on(RaisingSpinner(), node)
+            raise AssertionError('a RuntimeError while rclpy runs must propagate')
+        except RuntimeError as err:
+            assert 'convert' in str(err)
+        rclpy.shutdown()
+        spin._spin_on(RaisingSpinner(), node)  # returns
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
