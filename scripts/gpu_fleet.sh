@@ -6,7 +6,8 @@
 # Each run is `cloudseg bench-fleet` with the common arguments below plus its own; the report
 # goes to $OUT/NAME.json and the output to $OUT/NAME.log. With PROFILE=NAME, that run's cloud
 # node is sampled by py-spy for PROFILE_S seconds once bench-fleet starts measuring
-# ($OUT/NAME_pyspy.txt, raw samples; needs py-spy in the venv).
+# ($OUT/NAME_pyspy.txt, raw samples; needs py-spy in the venv:
+# `$VENV/bin/python -m pip install --no-index --find-links WHEELS py-spy`).
 set -uo pipefail
 VENV=${VENV:-.venv312}
 OUT=${OUT:-out/device}
