@@ -30,6 +30,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Empty
 
+from cloudseg_ros.core.cdr_envelope import check_cdr_envelope
 from cloudseg_ros.core.tls_probe import probe_tls
 from cloudseg_ros.core.zenoh_fleet import (DEFAULT_PORT, SERVER_NAME, down_key, frames_key,
                                            robot_name, session_settings)
@@ -155,6 +156,10 @@ class TeePublisher:
 
 def decode_payload(payload: bytes, msg_type: type, key: str = ''):
     """The `msg_type` message in CDR `payload`; ValueError (naming `key`) if it is not one."""
+    try:
+        check_cdr_envelope(payload)  # what would make rclpy read past the buffer
+    except ValueError as err:
+        raise ValueError(f'undecodable {msg_type.__name__} on {key}: {err}') from err
     try:
         return deserialize_message(payload, msg_type)
     except Exception as err:  # noqa: B902 (rclpy raises its own types for bad CDR)
