@@ -152,7 +152,8 @@ AUGMENT_RANGES = {'cutmix_prob': (0.0, 1.0), 'channel_gain': (0.0, 0.9), 'gamma'
 
 
 def check_augment(cfg: SegTrainConfig) -> None:
-    """ConfigError for an augmentation option outside its range (before any data is loaded)."""
+    """ConfigError for a model or augmentation option outside its range (before any data is
+    loaded)."""
     if cfg.head_stride not in HEAD_STRIDES:
         raise ConfigError(f'head_stride must be one of {HEAD_STRIDES}, got {cfg.head_stride}')
     for name, (low, high) in AUGMENT_RANGES.items():
