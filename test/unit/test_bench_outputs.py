@@ -1,4 +1,4 @@
-"""`cloudseg bench-outputs` runs and prints every figure (the numbers themselves are not judged)."""
+"""`cloudseg bench-outputs` runs and prints every figure (the numbers are not judged)."""
 import re
 
 from cloudseg_ros.tools import bench_outputs
