@@ -166,9 +166,13 @@ class SegEngine:
         self._graphs: Dict[tuple, Optional[_Graphs]] = {}
         self._pad_batches = config.pad_batches if config.pad_batches is not None else (
             self.device.type == 'cuda' and (config.compile or config.cuda_graphs))
+        self._stream = None
         if self.device.type == 'cuda':
             # Few distinct shapes per deployment: autotuned conv algorithms pay off quickly.
             torch.backends.cudnn.benchmark = True
+            # Its own stream, so that two engines on one GPU (`device:=cuda,cuda`) overlap:
+            # one computes while the other's thread waits for its result or publishes.
+            self._stream = torch.cuda.Stream(self.device)
         elif config.cuda_graphs:
             _LOG.warning('cuda_graphs needs a CUDA device: %s runs eagerly', self.device)
         self.seg_model = self._load_seg(config.seg_checkpoint)
@@ -199,11 +203,14 @@ class SegEngine:
             return self._process_checked(batch)
 
     def _on_device(self) -> ContextManager:
-        """Make this engine's GPU the current one: streams, events and graph captures use the
-        current device, and a node with one engine per GPU calls each from its own thread."""
-        if self.device.type == 'cuda':
-            return torch.cuda.device(self.device)
-        return contextlib.nullcontext()
+        """Make this engine's GPU and stream the current ones: events and graph captures use
+        them, and a node with several engines calls each from its own thread."""
+        if self.device.type != 'cuda':
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.cuda.device(self.device))
+        stack.enter_context(torch.cuda.stream(self._stream))
+        return stack
 
     def _process_checked(self, batch: Sequence[EngineInput]) -> List[EngineOutput]:
         groups: Dict[tuple, List[int]] = {}

@@ -73,7 +73,9 @@ class EnginePool:
     def set_robots(self, robots: Sequence[str]) -> Dict[str, str]:
         """Assign robots to engines (few move when the list changes); {robot: engine name}."""
         by_name = {w.name: w for w in self.workers}
-        mapping = assign(robots, list(by_name)) if robots else {}
+        # No slack: engines of one node share its robots evenly (an uneven split lets one
+        # engine saturate while the other idles); moving a robot in-process is cheap.
+        mapping = assign(robots, list(by_name), slack=0.0) if robots else {}
         previous, self._assignment = self._assignment, {r: by_name[n] for r, n in mapping.items()}
         for robot, worker in previous.items():
             if self._assignment.get(robot) is not worker:

@@ -46,3 +46,16 @@ def test_a_robot_that_leaves_loses_its_waiting_frame_and_counters():
     assert pool.superseded('/r1') == 0 and len(pool.workers[0].frames) == 0
     assert pool.worker_of('/r1') is None and pool.worker_of('/r2') is pool.workers[0]
     pool.stop()
+
+
+def test_engines_of_one_node_share_the_robots_evenly():
+    pool = EnginePool(['a', 'b', 'c'], ['0:cuda', '1:cuda', '2:cuda'],
+                      lambda robots: (1, 0.0, None, float('inf')), lambda *args: None,
+                      _no_guard)
+    for count in (2, 16, 17, 30):
+        loads = {}
+        for engine in pool.set_robots([f'/r{i}' for i in range(count)]).values():
+            loads[engine] = loads.get(engine, 0) + 1
+        # The busiest engine has no more than its even share (rounded up): 16 -> 6, 6, 4.
+        assert max(loads.values()) == -(-count // 3), (count, loads)
+    pool.stop()
