@@ -42,7 +42,9 @@ PARAMS = (
               choices=model_files.SR_VARIANTS, read_only=True),
     ParamSpec('device', 'auto',
               "Torch device: 'auto' (CUDA if present), 'cpu', 'cuda:N'; or a comma-separated "
-              "list ('cuda:0,cuda:1'): one engine per device, robots spread over them.",
+              "list ('cuda:0,cuda:1'): one engine per entry, robots spread evenly over them; "
+              "repeat a GPU for several engines on it ('cuda,cuda,cuda': 3 per H200 met the "
+              "fleet targets, docs/FLEET.md).",
               read_only=True),
     ParamSpec('precision', 'auto', 'auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.',
               choices=('auto', 'bf16', 'fp16', 'fp32'), read_only=True),
