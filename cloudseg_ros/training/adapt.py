@@ -9,9 +9,14 @@ reference. With `--set holdout_frac=F` the last share F of the frames is kept ou
 and the agreement mIoU of seg(SR(decoded LR)) with seg(HR) on them is reported before and after
 adaptation, at fixed codec settings (JPEG q `eval_jpeg_quality`, H.264 CRF `eval_h264_crf`).
 
+With `--set seg_steps=N` (and optionally `seg_time_budget_s`) a second stage then adapts the
+segmentation net itself to the adapted SR's output on these frames, with the original net's HR
+prediction as its teacher (`adapt_seg`; our ICNet only).
+
 --out becomes a complete models folder (usable as `--models` and as the cloud's models_dir):
-the segmentation model, the adapted `sr_carnm_x{S}_aware.pt`, every other SR file of the source
-folder unchanged, and `adapt.json`. Training state lives in `<out>/.adapt_work` for --resume.
+the segmentation model (adapted, or copied), the adapted `sr_carnm_x{S}_aware.pt`, every other
+SR file of the source folder unchanged, and `adapt.json`. Training state lives in
+`<out>/.adapt_work` for --resume.
 
     cloudseg adapt --input robot_cam.mp4 --scale 4 --out models_robot \
         --max-frames 600 --set holdout_frac=0.3
@@ -37,6 +42,7 @@ from cloudseg_ros.inference.seg_models import load_seg_model, SegModel, sidecar_
 from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as save_net
 
 from . import common
+from .adapt_seg import adapt_segmentation, build_student
 from .augment import to_float_nchw
 from .codec_data import build_lr_variants, CodecRange, crop_to_scale
 from .config import (add_common_args, config_dict, ConfigError, load_config, resolve_device,
@@ -65,6 +71,11 @@ class AdaptConfig(FinetuneConfig):
     holdout_frac: float = 0.0  # last share of the frames kept out of training, for evaluation
     eval_jpeg_quality: int = 50  # codec settings of the held-out evaluation
     eval_h264_crf: int = 28
+    # Segmentation stage after the SR stage: steps (0: none) and/or a time budget (0: none).
+    seg_steps: int = 0
+    seg_time_budget_s: float = 0.0
+    seg_lr: float = 1e-4  # a tenth of training's: the student starts from a trained net
+    seg_hr_weight: float = 1.0  # weight of the HR view's KL (keeps the net's HR predictions)
 
 
 @dataclass
@@ -235,8 +246,9 @@ def agreement(sr_net: nn.Module, seg: SegModel, holdout: Sequence[Holdout], cfg:
 
 
 def export_models(out_dir: str, sr_net: nn.Module, cfg: AdaptConfig, step: int,
-                  metrics: Dict[str, float]) -> List[str]:
-    """Write the adapted SR and copy the seg model and the other SR files; returns the names."""
+                  metrics: Dict[str, float], seg_net: Optional[SegModel] = None,
+                  seg_step: int = 0) -> List[str]:
+    """Write the adapted SR (and seg net, if adapted), copy the rest; returns the names."""
     source = os.path.dirname(cfg.sr_checkpoint)
     adapted = model_files.sr_file(cfg.scale, 'aware')
     written = [adapted]
@@ -246,7 +258,14 @@ def export_models(out_dir: str, sr_net: nn.Module, cfg: AdaptConfig, step: int,
         if os.path.basename(path) != adapted:
             shutil.copy2(path, out_dir)
             written.append(os.path.basename(path))
+    if seg_net is not None:  # stored as float16, like the shipped net
+        name = os.path.basename(cfg.seg_checkpoint)
+        save_net(os.path.join(out_dir, name), seg_net.module, 'icnet', None, seg_step, metrics,
+                 config_dict(cfg), True)
+        written.append(name)
     for path in (cfg.seg_checkpoint, sidecar_yaml(cfg.seg_checkpoint)):
+        if seg_net is not None and path == cfg.seg_checkpoint:
+            continue
         if os.path.isfile(path):
             shutil.copy2(path, out_dir)
             written.append(os.path.basename(path))
@@ -299,6 +318,7 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
     train_frames, held = load_split(cfg)
     cfg = fit_crop(cfg, group_by_size(train_frames))
     sr_net, base, seg = build_models(cfg, device)
+    student = build_student(seg) if cfg.seg_steps > 0 else None  # fails before any training
     if resume:
         resumed, _ = load_checkpoint(os.path.join(work, common.LAST_FILE), device)
         sr_net.load_state_dict(resumed.state_dict())
@@ -320,13 +340,21 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
         blend = blend_to_psnr_budget(sr_net, base, frames, cfg.scale, cfg.final_max_drop_db,
                                      cfg.bf16, label='adapt')
         metrics = agreement(sr_net, seg, holdout, cfg, device)
+    seg_state = common.LoopState()
+    if student is not None:
+        print(f'adapt: SR stage done: {_fmt(metrics)}', flush=True)
+        metrics, seg_state = adapt_segmentation(
+            student, seg, sr_net, pools, lambda: agreement(sr_net, student, holdout, cfg, device),
+            cfg, device, work, resume)
     metrics = {**metrics, **blend, 'lambda': lam.value}
-    written = export_models(out_dir, sr_net, cfg, state.step, metrics)
+    written = export_models(out_dir, sr_net, cfg, state.step, metrics, student, seg_state.step)
     write_report(out_dir, {
         'source_models': os.path.dirname(cfg.sr_checkpoint), 'seg_model': cfg.seg_checkpoint,
         'input': cfg.extra_frames, 'scale': cfg.scale, 'frames_train': len(train_frames),
         'frames_holdout': len(held), 'holdout_frac': cfg.holdout_frac, 'steps': state.step,
-        'train_s': round(state.elapsed_s, 1), 'before': before, 'after': metrics,
+        'train_s': round(state.elapsed_s, 1), 'seg_adapted': student is not None,
+        'seg_steps': seg_state.step, 'seg_train_s': round(seg_state.elapsed_s, 1),
+        'before': before, 'after': metrics,
         'blend_alpha': blend.get('blend_alpha'), 'psnr_drop_db': blend.get('train_psnr_drop'),
         'eval_codecs': list(eval_codecs(cfg)), 'files': written})
     print(f'adapt: done at step {state.step} in {state.elapsed_s:.0f}s; after: {_fmt(metrics)}'

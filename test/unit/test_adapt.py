@@ -11,8 +11,9 @@ import torch
 from cloudseg_ros.inference import model_files
 from cloudseg_ros.inference.engine import EngineConfig, EngineInput, SegEngine
 from cloudseg_ros.nets.checkpoint import build_model, load_checkpoint, save_checkpoint
-from cloudseg_ros.training import adapt, common
-from cloudseg_ros.training.config import load_config
+from cloudseg_ros.inference.seg_models import SegModel
+from cloudseg_ros.training import adapt, adapt_seg, common
+from cloudseg_ros.training.config import ConfigError, load_config
 from cloudseg_ros.training.finetune_sr import Lambda, train_step
 
 NUM_CLASSES = 5
@@ -88,15 +89,19 @@ def test_output_is_a_complete_models_folder(adapted):
     assert report['blend_alpha'] is not None and report['psnr_drop_db'] is not None
 
 
-def test_adapted_models_run_in_the_engine(adapted):
+def _assert_runs_in_the_engine(folder):
     engine = SegEngine(EngineConfig(
-        seg_checkpoint=model_files.seg_checkpoint(adapted),
-        sr_checkpoints=model_files.sr_checkpoints(adapted, 'aware'), device='cpu',
+        seg_checkpoint=model_files.seg_checkpoint(folder),
+        sr_checkpoints=model_files.sr_checkpoints(folder, 'aware'), device='cpu',
         warmup=False))
     assert engine.supported_scales() == [1, 2]
     lr = np.random.default_rng(1).integers(0, 256, (H // 2, W // 2, 3), dtype=np.uint8)
     mask = engine.process([EngineInput(lr, 2, (W, H))])[0].mask
     assert mask.shape == (H, W) and mask.dtype == np.uint8 and mask.max() < NUM_CLASSES
+
+
+def test_adapted_models_run_in_the_engine(adapted):
+    _assert_runs_in_the_engine(adapted)
 
 
 def test_resume_continues_from_the_saved_step(adapted, models_dir, frames_dir, tmp_path,
@@ -112,18 +117,9 @@ def test_resume_continues_from_the_saved_step(adapted, models_dir, frames_dir, t
 
 
 def test_train_step_lowers_the_loss_on_one_frame(models_dir, frames_dir):
-    cfg = load_config(adapt.AdaptConfig, None, [
-        'codec_variants=0', 'adaptive_lambda=false', 'batch_size=1', 'lr=3e-3'])
-    cfg = adapt.dataclasses.replace(
-        cfg, scale=2, extra_frames=frames_dir, max_train_items=1,
-        sr_checkpoint=os.path.join(models_dir, 'sr_carnm_x2_aware.pt'),
-        seg_checkpoint=os.path.join(models_dir, 'seg_icnet.pt'))
-    frames, _ = adapt.load_split(cfg)
-    cfg = adapt.fit_crop(cfg, adapt.group_by_size(frames))
-    device = torch.device('cpu')
-    torch.manual_seed(0)
-    sr, base, seg = adapt.build_models(cfg, device)
-    pools = adapt.build_pools(frames, cfg, device)  # one frame, clean LR: a near-fixed batch
+    # One frame, clean LR: a near-fixed batch.
+    cfg, device, sr, base, seg, pools = _one_frame_setup(
+        models_dir, frames_dir, ['adaptive_lambda=false', 'lr=3e-3'])
     optimizer = common.build_optimizer(sr.parameters(), 'adamw', cfg.lr, 0.0)
     lam = Lambda(cfg.l1_weight)
     losses = [float(train_step(sr, base, seg, optimizer, pools, lam, cfg, device)['loss'].detach())
@@ -137,3 +133,58 @@ def test_command_line_keys_cannot_be_set(models_dir, frames_dir, tmp_path, capsy
     assert 'scale' in capsys.readouterr().err
     args = _args(models_dir, models_dir, models_dir, 1)
     assert adapt.main(args) == 2
+
+
+def test_seg_stage_writes_an_adapted_segmentation_net(models_dir, frames_dir, tmp_path,
+                                                      capsys):
+    out = str(tmp_path / 'with_seg')
+    assert adapt.main(_args(models_dir, frames_dir, out, 2) + ['--set', 'seg_steps=3']) == 0
+    source, _ = load_checkpoint(os.path.join(models_dir, 'seg_icnet.pt'))
+    adapted_net, ckpt = load_checkpoint(os.path.join(out, 'seg_icnet.pt'))
+    assert ckpt['model_type'] == 'icnet' and ckpt['step'] == 3
+    changed = [k for k, v in adapted_net.state_dict().items()
+               if v.is_floating_point() and not torch.allclose(v, source.state_dict()[k])]
+    assert changed, 'the segmentation stage left every weight as it was'
+    with open(os.path.join(out, 'adapt.json')) as f:
+        report = json.load(f)
+    assert report['seg_adapted'] and report['seg_steps'] == 3 and report['steps'] == 2
+    assert 0.0 <= report['after']['agree_miou'] <= 1.0
+    _assert_runs_in_the_engine(out)
+    resumed = str(tmp_path / 'resumed')
+    shutil.copytree(out, resumed)
+    assert adapt.main(_args(models_dir, frames_dir, resumed, 2)
+                      + ['--set', 'seg_steps=5', '--resume']) == 0
+    assert 'on SR(decoded LR) and HR, from step 3' in capsys.readouterr().out
+    assert load_checkpoint(os.path.join(resumed, 'seg_icnet.pt'))[1]['step'] == 5
+
+
+def _one_frame_setup(models_dir, frames_dir, sets):
+    cfg = load_config(adapt.AdaptConfig, None, ['codec_variants=0', 'batch_size=1'] + sets)
+    cfg = adapt.dataclasses.replace(
+        cfg, scale=2, extra_frames=frames_dir, max_train_items=1,
+        sr_checkpoint=os.path.join(models_dir, 'sr_carnm_x2_aware.pt'),
+        seg_checkpoint=os.path.join(models_dir, 'seg_icnet.pt'))
+    frames, _ = adapt.load_split(cfg)
+    cfg = adapt.fit_crop(cfg, adapt.group_by_size(frames))
+    device = torch.device('cpu')
+    torch.manual_seed(0)
+    sr, base, seg = adapt.build_models(cfg, device)
+    return cfg, device, sr, base, seg, adapt.build_pools(frames, cfg, device)
+
+
+def test_seg_step_lowers_the_distillation_loss_on_one_frame(models_dir, frames_dir):
+    cfg, device, sr, _, seg, pools = _one_frame_setup(models_dir, frames_dir, ['seg_lr=3e-3'])
+    student = adapt_seg.build_student(seg)
+    optimizer = common.build_optimizer(student.parameters(), 'adamw', cfg.seg_lr, 0.0)
+    losses = [float(adapt_seg.seg_step(student, seg, sr, optimizer, pools, cfg,
+                                       device)['loss'].detach()) for _ in range(10)]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert not any(p.requires_grad for p in seg.parameters())  # the teacher stays frozen
+
+
+def test_seg_stage_refuses_a_foreign_network(models_dir):
+    foreign = SegModel(torch.nn.Conv2d(3, NUM_CLASSES, 1), 'torchscript', 'their.pt',
+                       [f'c{i}' for i in range(NUM_CLASSES)],
+                       np.zeros((NUM_CLASSES, 3), np.uint8), 255)
+    with pytest.raises(ConfigError, match='their.pt is a torchscript model'):
+        adapt_seg.build_student(foreign)

@@ -1,0 +1,96 @@
+"""The segmentation stage of `cloudseg adapt`: the net itself learns the new camera's uplink.
+
+After the SR stage (and its blend), a copy of the segmentation net (our ICNet) is distilled on
+the same frames: its prediction on SR(decoded LR), with the LR frame in its low-resolution
+branch as the cloud runs it, and its prediction on the HR frame are both pulled toward the
+frozen original net's prediction on the HR frame. The teacher stays the original net, so the
+held-out agreement still measures the distance to what the full-resolution stream would give
+(a student that drifted on HR frames would be caught there, not rewarded). BatchNorm statistics
+stay frozen (eval mode): the batches are small and all from one camera.
+
+Checkpoints and the optimiser state live in `<work>/seg` for --resume.
+"""
+import copy
+import os
+from typing import Callable, Dict, Tuple
+
+import torch
+from torch import nn
+
+from cloudseg_ros.inference.seg_models import SegModel
+from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as save_net
+
+from . import common
+from .config import config_dict, ConfigError
+from .finetune_sr import lr_hr_batch, pyramid_for
+from .losses import seg_kl_loss
+from .train_sr import FramePools, super_resolve
+
+SEG_WORK = 'seg'  # inside adapt's work folder
+
+
+def build_student(seg: SegModel) -> SegModel:
+    """A trainable copy of `seg` (our ICNet only: the result is saved as our checkpoint)."""
+    if seg.kind != 'icnet':
+        raise ConfigError(f'seg_steps > 0 adapts our ICNet checkpoint only; {seg.path} is a '
+                          f'{seg.kind} model (set seg_steps=0 to adapt SR alone)')
+    student = copy.deepcopy(seg)
+    student.eval().requires_grad_(True)  # eval: BatchNorm keeps the original statistics
+    return student
+
+
+def seg_step(student: SegModel, teacher: SegModel, sr_net: nn.Module,
+             optimizer: torch.optim.Optimizer, pools: FramePools, cfg,
+             device: torch.device) -> Dict[str, torch.Tensor]:
+    """One step of KL(teacher(HR) || student(SR)) + seg_hr_weight * KL(.. || student(HR))."""
+    lr_img, hr = lr_hr_batch(pools, cfg)
+    with torch.no_grad():
+        with common.autocast(device, cfg.bf16):
+            target = teacher(hr)
+        sr = super_resolve(sr_net, lr_img, cfg.bf16)
+    with common.autocast(device, cfg.bf16):
+        on_sr = student(sr, pyramid_for(lr_img, cfg.scale, cfg.pyramid_reuse))
+    kl_sr = seg_kl_loss(on_sr, target)
+    losses = {'kl_sr': kl_sr}
+    loss = kl_sr
+    if cfg.seg_hr_weight > 0:
+        with common.autocast(device, cfg.bf16):
+            on_hr = student(hr)
+        losses['kl_hr'] = seg_kl_loss(on_hr, target)
+        loss = loss + cfg.seg_hr_weight * losses['kl_hr']
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {'loss': loss, **losses}
+
+
+def adapt_segmentation(student: SegModel, teacher: SegModel, sr_net: nn.Module,
+                       pools: FramePools, eval_fn: Callable[[], Dict[str, float]], cfg,
+                       device: torch.device, work: str, resume: bool
+                       ) -> Tuple[Dict[str, float], common.LoopState]:
+    """Train `student` for seg_steps / seg_time_budget_s; returns (last metrics, loop state)."""
+    seg_work = os.path.join(work, SEG_WORK)
+    optimizer = common.build_optimizer(student.parameters(), cfg.optimizer, cfg.seg_lr,
+                                       cfg.weight_decay)
+    state = common.LoopState()
+    if resume and os.path.isfile(os.path.join(seg_work, common.LAST_FILE)):
+        saved, _ = load_checkpoint(os.path.join(seg_work, common.LAST_FILE), device)
+        student.module.load_state_dict(saved.state_dict())
+        state = common.load_train_state(seg_work, optimizer)
+
+    def checkpoint(st: common.LoopState, metrics: Dict[str, float]) -> None:
+        os.makedirs(seg_work, exist_ok=True)
+        save_net(os.path.join(seg_work, common.LAST_FILE), student.module, 'icnet', None,
+                 st.step, metrics, config_dict(cfg))
+        common.save_train_state(seg_work, optimizer, st)
+
+    print(f'adapt-seg: distilling {cfg.seg_checkpoint} on SR(decoded LR) and HR, '
+          f'from step {state.step}', flush=True)
+    spec = common.LoopSpec(cfg.seg_steps, cfg.seg_time_budget_s, cfg.log_every, cfg.eval_every,
+                           cfg.seg_lr, cfg.schedule, cfg.warmup_frac)
+    with common.eval_mode(sr_net):
+        metrics = common.run_loop(
+            spec, state, optimizer,
+            lambda step: seg_step(student, teacher, sr_net, optimizer, pools, cfg, device),
+            eval_fn, checkpoint, 'adapt-seg')
+    return metrics, state
