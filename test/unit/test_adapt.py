@@ -61,7 +61,7 @@ def frames_dir(tmp_path_factory):
 
 def _args(models_dir, frames_dir, out, steps):
     sets = [f'steps={steps}', 'log_every=1', 'eval_every=0', 'batch_size=2', 'codec_variants=2',
-            'holdout_frac=0.25', 'blend_frames=4', 'lr=3e-3']
+            'holdout_frac=0.25', 'blend_frames=4', 'lr=3e-3', 'seg_steps=0']
     return (['--input', frames_dir, '--scale', '2', '--models', models_dir, '--out', out,
              '--device', 'cpu'] + [a for s in sets for a in ('--set', s)])
 
