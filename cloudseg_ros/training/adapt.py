@@ -11,7 +11,8 @@ adaptation, at fixed codec settings (JPEG q `eval_jpeg_quality`, H.264 CRF `eval
 
 A second stage (`seg_steps`, default 1500, and/or `seg_time_budget_s`; 0 steps: off) then
 adapts the segmentation net itself to the adapted SR's output on these frames, with the
-original net's HR prediction as its teacher (`adapt_seg`; our ICNet only).
+original net's HR prediction as its teacher (`adapt_seg`; our ICNet only: another network is
+left as it is).
 
 --out becomes a complete models folder (usable as `--models` and as the cloud's models_dir):
 the segmentation model (adapted, or copied), the adapted `sr_carnm_x{S}_aware.pt`, every other
@@ -42,7 +43,7 @@ from cloudseg_ros.inference.seg_models import load_seg_model, SegModel, sidecar_
 from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as save_net
 
 from . import common
-from .adapt_seg import adapt_segmentation, build_student
+from .adapt_seg import adapt_segmentation, student_for
 from .augment import to_float_nchw
 from .codec_data import build_lr_variants, CodecRange, crop_to_scale
 from .config import (add_common_args, config_dict, ConfigError, load_config, resolve_device,
@@ -320,7 +321,7 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
     train_frames, held = load_split(cfg)
     cfg = fit_crop(cfg, group_by_size(train_frames))
     sr_net, base, seg = build_models(cfg, device)
-    student = build_student(seg) if cfg.seg_steps > 0 else None  # fails before any training
+    student = student_for(seg, cfg.seg_steps)
     if resume:
         resumed, _ = load_checkpoint(os.path.join(work, common.LAST_FILE), device)
         sr_net.load_state_dict(resumed.state_dict())

@@ -12,7 +12,7 @@ Checkpoints and the optimiser state live in `<work>/seg` for --resume.
 """
 import copy
 import os
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -27,6 +27,20 @@ from .losses import seg_kl_loss
 from .train_sr import FramePools, super_resolve
 
 SEG_WORK = 'seg'  # inside adapt's work folder
+
+
+def student_for(seg: SegModel, steps: int) -> Optional[SegModel]:
+    """The student for a stage of `steps` steps; None (said why) for 0 steps or a foreign net.
+
+    Another network (TorchScript / .pt2) is left as it is: the SR stage alone adapts to it.
+    """
+    if steps <= 0:
+        return None
+    if seg.kind != 'icnet':
+        print(f'adapt: segmentation stage skipped: {seg.path} is a {seg.kind} model (the stage '
+              f'adapts our ICNet only); SR is adapted to it', flush=True)
+        return None
+    return build_student(seg)
 
 
 def build_student(seg: SegModel) -> SegModel:

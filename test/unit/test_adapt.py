@@ -182,9 +182,11 @@ def test_seg_step_lowers_the_distillation_loss_on_one_frame(models_dir, frames_d
     assert not any(p.requires_grad for p in seg.parameters())  # the teacher stays frozen
 
 
-def test_seg_stage_refuses_a_foreign_network(models_dir):
+def test_seg_stage_leaves_a_foreign_network_as_it_is(capsys):
     foreign = SegModel(torch.nn.Conv2d(3, NUM_CLASSES, 1), 'torchscript', 'their.pt',
                        [f'c{i}' for i in range(NUM_CLASSES)],
                        np.zeros((NUM_CLASSES, 3), np.uint8), 255)
+    assert adapt_seg.student_for(foreign, 1500) is None
+    assert 'segmentation stage skipped: their.pt is a torchscript model' in capsys.readouterr().out
     with pytest.raises(ConfigError, match='their.pt is a torchscript model'):
         adapt_seg.build_student(foreign)
