@@ -125,6 +125,11 @@ def build_config(args: argparse.Namespace) -> AdaptConfig:
         raise ConfigError('--out DIR is required (it becomes a models folder)')
     if not 0.0 <= cfg.holdout_frac < 1.0:
         raise ConfigError(f'holdout_frac must be in [0, 1), got {cfg.holdout_frac}')
+    for key in ('seg_steps', 'seg_time_budget_s', 'seg_hr_weight'):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f'{key} must be >= 0, got {getattr(cfg, key)}')
+    if cfg.seg_lr <= 0:
+        raise ConfigError(f'seg_lr must be > 0, got {cfg.seg_lr}')
     models = args.models or default_models_dir()
     if os.path.realpath(models) == os.path.realpath(args.out):
         raise ConfigError('--out must differ from the source models folder')

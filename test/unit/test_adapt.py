@@ -133,6 +133,10 @@ def test_command_line_keys_cannot_be_set(models_dir, frames_dir, tmp_path, capsy
     assert 'scale' in capsys.readouterr().err
     args = _args(models_dir, models_dir, models_dir, 1)
     assert adapt.main(args) == 2
+    for bad, said in (('seg_steps=-1', 'seg_steps must be >= 0'), ('seg_lr=0', 'seg_lr must be')):
+        args = _args(models_dir, frames_dir, str(tmp_path / 'o'), 1) + ['--set', bad]
+        assert adapt.main(args) == 2
+        assert said in capsys.readouterr().err
 
 
 def test_seg_stage_writes_an_adapted_segmentation_net(models_dir, frames_dir, tmp_path,
