@@ -10,7 +10,7 @@ default when the stream does not say otherwise), so the round trip adds no colou
 """
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import av
 import cv2
@@ -27,6 +27,9 @@ except ImportError:  # the cv2 fallback is slower but keeps JPEG working everywh
 CODECS = ('jpeg', 'h264')
 X264_PRESETS = ('ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow',
                 'slower', 'veryslow', 'placebo')
+# What a robot may choose: slower presets cost several times the CPU for a few % fewer bits.
+EDGE_X264_PRESETS = X264_PRESETS[:6]
+DEFAULT_X264_PRESET = 'ultrafast'
 NAL_IDR = 5  # H.264 nal_unit_type of an IDR slice
 MAX_SIDE = 8192  # refuse declared sizes beyond this (a corrupt header must not allocate GBs)
 # IDRs only on request: no periodic keyframes and no scene-cut detection (the selector decides);
@@ -45,6 +48,13 @@ def check_jpeg_quality(quality: int) -> int:
     if not 1 <= quality <= 100:
         raise ValueError(f'jpeg quality must be 1..100, got {quality}')
     return int(quality)
+
+
+def check_x264_preset(preset: str, allowed: Sequence[str] = X264_PRESETS) -> str:
+    """Return `preset` if libx264 knows it (and it is in `allowed`), else ValueError."""
+    if preset not in allowed:
+        raise ValueError(f'unknown x264 preset {preset!r}; one of {tuple(allowed)}')
+    return preset
 
 
 def check_crf(crf: int) -> int:
@@ -146,11 +156,11 @@ class H264Encoder:
     at uplink resolutions (<= 480x360) one thread is already a few milliseconds.
     """
 
-    def __init__(self, crf: int = 28, preset: str = 'ultrafast', threads: int = 1) -> None:
+    def __init__(self, crf: int = 28, preset: str = DEFAULT_X264_PRESET,
+                 threads: int = 1) -> None:
         """Configure the encoder; it opens lazily on the first frame (whose size it takes)."""
         self.crf = check_crf(crf)
-        if preset not in X264_PRESETS:
-            raise ValueError(f'unknown x264 preset {preset!r}; one of {X264_PRESETS}')
+        check_x264_preset(preset)
         if threads < 0:
             raise ValueError(f'threads must be >= 0 (0 = auto), got {threads}')
         self.preset = preset
@@ -307,25 +317,31 @@ class FrameEncoder:
     """Encode frames with the configured codec; settings can change between frames."""
 
     def __init__(self, codec: str = 'jpeg', jpeg_quality: int = 80, h264_crf: int = 28,
-                 h264_preset: str = 'ultrafast', h264_threads: int = 1) -> None:
+                 h264_preset: str = DEFAULT_X264_PRESET, h264_threads: int = 1) -> None:
         """Validate the settings (ValueError if bad); the H.264 stream opens on first use."""
         self.codec = _check_codec(codec)
         self.jpeg_quality = check_jpeg_quality(jpeg_quality)
         self.h264_crf = check_crf(h264_crf)
         self._h264 = H264Encoder(self.h264_crf, h264_preset, h264_threads)
 
+    @property
+    def h264_preset(self) -> str:
+        """The x264 preset of the H.264 stream."""
+        return self._h264.preset
+
     def reconfigure(self, codec: Optional[str] = None, jpeg_quality: Optional[int] = None,
-                    h264_crf: Optional[int] = None) -> None:
+                    h264_crf: Optional[int] = None, h264_preset: Optional[str] = None) -> None:
         """Change settings atomically (all validated first; ValueError keeps the old ones).
 
-        Switching codec or CRF restarts the H.264 stream, so its next frame is an IDR: PyAV
-        cannot retune a running x264, and a decoder needs an IDR after a codec switch anyway.
+        Switching codec, CRF or preset restarts the H.264 stream, so its next frame is an IDR:
+        PyAV cannot retune a running x264, and a decoder needs an IDR after a codec switch.
         """
         new_codec = self.codec if codec is None else _check_codec(codec)
         new_q = self.jpeg_quality if jpeg_quality is None else check_jpeg_quality(jpeg_quality)
         new_crf = self.h264_crf if h264_crf is None else check_crf(h264_crf)
-        if new_codec != self.codec or new_crf != self.h264_crf:
-            self._h264 = H264Encoder(new_crf, self._h264.preset, self._h264.threads)
+        new_preset = self._h264.preset if h264_preset is None else check_x264_preset(h264_preset)
+        if (new_codec, new_crf, new_preset) != (self.codec, self.h264_crf, self._h264.preset):
+            self._h264 = H264Encoder(new_crf, new_preset, self._h264.threads)
         self.codec, self.jpeg_quality, self.h264_crf = new_codec, new_q, new_crf
 
     def encode(self, rgb: np.ndarray, force_keyframe: bool = False) -> EncodedImage:

@@ -10,7 +10,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from cloudseg_ros.core.codecs import CODECS, FrameEncoder
+from cloudseg_ros.core.codecs import (CODECS, check_x264_preset, DEFAULT_X264_PRESET,
+                                      EDGE_X264_PRESETS, FrameEncoder)
 from cloudseg_ros.core.imageops import downsample, validate_rgb
 from cloudseg_ros.core.selector import FrameKind, FrameSelector, SelectorConfig
 
@@ -31,6 +32,7 @@ class EdgeConfig:
     codec: str = 'jpeg'         # 'jpeg' or 'h264'
     jpeg_quality: int = 75      # 1..100
     h264_crf: int = 28          # 0..51, lower is better quality
+    h264_preset: str = DEFAULT_X264_PRESET  # x264 speed: slower = fewer bits, more CPU
     max_rate_hz: float = 15.0   # never send faster than this
     useful_threshold: float = 0.03  # content deviation vs last sent frame to send it
     key_threshold: float = 0.20     # content deviation vs last key frame to make a key frame
@@ -53,6 +55,7 @@ class EdgeConfig:
             raise ValueError(f'jpeg_quality={self.jpeg_quality} must be in 1..100')
         if not 0 <= self.h264_crf <= 51:
             raise ValueError(f'h264_crf={self.h264_crf} must be in 0..51')
+        check_x264_preset(self.h264_preset, EDGE_X264_PRESETS)
         self.selector_config().validate()
         return self
 
@@ -81,7 +84,7 @@ class EdgePipeline:
         self.config = config.validate()
         self.selector = FrameSelector(config.selector_config())
         self.encoder = FrameEncoder(codec=config.codec, jpeg_quality=config.jpeg_quality,
-                                    h264_crf=config.h264_crf)
+                                    h264_crf=config.h264_crf, h264_preset=config.h264_preset)
         # Probes (full resolution, for the accuracy watchdog) go through their own JPEG encoder
         # so they never restart the H.264 stream with a resolution change.
         self.probe_encoder = FrameEncoder(codec='jpeg', jpeg_quality=PROBE_JPEG_QUALITY)
@@ -94,7 +97,7 @@ class EdgePipeline:
         config.validate()
         self.selector.reconfigure(config.selector_config())
         self.encoder.reconfigure(codec=config.codec, jpeg_quality=config.jpeg_quality,
-                                 h264_crf=config.h264_crf)
+                                 h264_crf=config.h264_crf, h264_preset=config.h264_preset)
         if (config.scale, config.codec) != (self.config.scale, self.config.codec):
             # A new stream geometry or codec: the receiver needs a self-contained frame.
             self.request_key()

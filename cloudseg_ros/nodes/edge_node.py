@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
 
-from cloudseg_ros.core.codecs import CODECS, CodecError, encode_jpeg
+from cloudseg_ros.core.codecs import (CODECS, CodecError, DEFAULT_X264_PRESET, EDGE_X264_PRESETS,
+                                      encode_jpeg)
 from cloudseg_ros.core.edge_pipeline import (EdgeConfig, EdgeFrame, EdgePipeline,
                                              KEY_REQUEST_MIN_INTERVAL_S)
 from cloudseg_ros.core.health import EdgeCounters, EdgeHealth
@@ -43,6 +44,10 @@ PARAMS = (
     ParamSpec('codec', 'jpeg', 'Uplink codec.', choices=CODECS),
     ParamSpec('jpeg_quality', 75, 'JPEG quality (1 worst .. 100 best).', 1, 100),
     ParamSpec('h264_crf', 28, 'H.264 constant rate factor (0 best .. 51 worst).', 0, 51),
+    ParamSpec('h264_preset', DEFAULT_X264_PRESET,
+              'x264 speed preset: a slower one sends fewer bits at a given CRF for more robot '
+              'CPU (docs/bench_stream.md, "Encoder preset"); a change restarts the stream.',
+              choices=EDGE_X264_PRESETS),
     ParamSpec('max_rate_hz', 15.0, 'Highest rate of sent frames, Hz.', 0.1, 120.0),
     ParamSpec('useful_threshold', 0.03,
               'Content deviation (0..1) from the last sent frame above which a frame is sent.',
@@ -140,7 +145,8 @@ class EdgeNode(ManagedNode):
                                                  self._health_reports)
         cfg = self.pipeline.config
         self.get_logger().info(
-            f'edge: scale x{cfg.scale}, {cfg.codec} (q{cfg.jpeg_quality}/crf{cfg.h264_crf}), '
+            f'edge: scale x{cfg.scale}, {cfg.codec} (q{cfg.jpeg_quality}/crf{cfg.h264_crf} '
+            f'{cfg.h264_preset}), '
             f'<= {cfg.max_rate_hz} Hz, thresholds useful {cfg.useful_threshold} / key '
             f'{cfg.key_threshold}, max interval {cfg.max_interval_s} s, images <= '
             f'{self.settings.max_input_pixels} px')

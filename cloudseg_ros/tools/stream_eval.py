@@ -33,7 +33,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from cloudseg_ros.core.codecs import CODECS, check_crf, check_jpeg_quality
+from cloudseg_ros.core.codecs import (CODECS, check_crf, check_jpeg_quality, check_x264_preset,
+                                      DEFAULT_X264_PRESET, EDGE_X264_PRESETS)
 from cloudseg_ros.core.edge_pipeline import EdgeConfig, EdgePipeline
 from cloudseg_ros.core.metrics import IGNORE_INDEX, RunningConfusion
 from cloudseg_ros.core.profile import ProfileEntry, StreamConfig
@@ -155,13 +156,14 @@ class CloudVariant:
         return self.sr + ('+reuse' if self.pyramid_reuse else '')
 
 
-def edge_config(config: StreamConfig) -> EdgeConfig:
+def edge_config(config: StreamConfig, h264_preset: str = DEFAULT_X264_PRESET) -> EdgeConfig:
     """The robot's EdgeConfig for a profiled configuration (quality -> JPEG q or H.264 CRF)."""
     quality = {'jpeg_quality': config.quality} if config.codec == 'jpeg' \
         else {'h264_crf': config.quality}
     return EdgeConfig(scale=config.scale, codec=config.codec, max_rate_hz=config.max_rate_hz,
                       useful_threshold=config.useful_threshold,
-                      key_threshold=config.key_threshold, **quality).validate()
+                      key_threshold=config.key_threshold, h264_preset=h264_preset,
+                      **quality).validate()
 
 
 def describe(config: StreamConfig, variant: CloudVariant) -> Dict[str, Any]:
@@ -351,14 +353,17 @@ class StreamEvaluator:
 
     def __init__(self, clip: Clip, engine_factory: EngineFactory, batch_size: int = 1,
                  cache_frames: Optional[int] = None, cache_dir: Optional[str] = None,
-                 log: Optional[Callable[[str], None]] = None) -> None:
+                 log: Optional[Callable[[str], None]] = None,
+                 h264_preset: str = DEFAULT_X264_PRESET) -> None:
         """`cache_frames` defaults to two clips' worth of masks (see run_many's ordering).
+        `h264_preset` is the robot's x264 preset for every H.264 configuration.
 
         `cache_dir` also keeps masks on disk across runs; it needs a factory with an
         `identity(variant, scale)` method (ModelEngineFactory) and is ignored otherwise.
         """
         self.clip = clip
         self.engine_factory = engine_factory
+        self.h264_preset = check_x264_preset(h264_preset, EDGE_X264_PRESETS)
         self.batch_size = max(1, int(batch_size))
         self.cache = MaskCache(cache_frames or 2 * len(clip.frames))
         has_identity = hasattr(engine_factory, 'identity')
@@ -459,7 +464,7 @@ class StreamEvaluator:
         predicted from, and decoded against, the frames sent before them. A skipped frame never
         reaches the encoder.
         """
-        pipeline = EdgePipeline(edge_config(config))
+        pipeline = EdgePipeline(edge_config(config, self.h264_preset))
         receiver = StreamReceiver()
         received: List[_Received] = []
         bytes_total = rejected = keyframes = 0
@@ -606,6 +611,10 @@ def add_codec_args(parser: argparse.ArgumentParser, qualities: Sequence[int],
                         help='JPEG qualities 1..100 (with --codecs jpeg)')
     parser.add_argument('--crfs', type=int, nargs='+', default=list(crfs),
                         help='H.264 CRFs 0..51, lower = more bits (with --codecs h264)')
+    parser.add_argument('--h264-preset', default=DEFAULT_X264_PRESET,
+                        choices=list(EDGE_X264_PRESETS),
+                        help="the robot's x264 preset (its edge parameter h264_preset; "
+                             f'default {DEFAULT_X264_PRESET})')
 
 
 def codec_settings(codecs: Sequence[str], jpeg_qualities: Sequence[int],
@@ -650,7 +659,8 @@ def evaluator_from_args(args: argparse.Namespace) -> StreamEvaluator:
           f'models: {models_dir}; device: {args.device}, batch {batch}', flush=True)
     evaluator = StreamEvaluator(clip, ModelEngineFactory(models_dir, args.device,
                                                          seg_model=args.seg_model),
-                                batch_size=batch, cache_dir=args.cache)
+                                batch_size=batch, cache_dir=args.cache,
+                                h264_preset=getattr(args, 'h264_preset', DEFAULT_X264_PRESET))
     return evaluator
 
 
@@ -674,4 +684,5 @@ def clip_meta(args: argparse.Namespace, evaluator: StreamEvaluator) -> Dict[str,
             'resolution': f'{clip.frames[0].shape[1]}x{clip.frames[0].shape[0]}',
             'labels': clip.labels is not None,
             'date': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'device': args.device,
+            'h264_preset': evaluator.h264_preset,
             'reference_labeled_miou': None if reference is None else round(reference, 4)}

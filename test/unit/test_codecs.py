@@ -264,9 +264,21 @@ def test_frame_encoder_keyframe_flags(clip):
     assert encoder.encode(downsample(clip[5], 4)).keyframe  # every JPEG stands alone
     encoder.reconfigure(codec='h264')
     assert encoder.encode(downsample(clip[6], 4)).keyframe
+    assert not encoder.encode(downsample(clip[7], 4)).keyframe
+    encoder.reconfigure(h264_preset='veryfast')  # a new preset restarts the stream too
+    assert encoder.encode(downsample(clip[8], 4)).keyframe
 
 
-@pytest.mark.parametrize('kwargs', [{'codec': 'vp9'}, {'jpeg_quality': 0}, {'h264_crf': 60}])
+def test_a_slower_preset_sends_fewer_bits_at_the_same_crf(clip):
+    sizes = {}
+    for preset in ('ultrafast', 'veryfast'):
+        encoder = FrameEncoder(codec='h264', h264_preset=preset)
+        sizes[preset] = sum(len(encoder.encode(downsample(f, 2)).data) for f in clip)
+    assert sizes['veryfast'] < 0.8 * sizes['ultrafast'], sizes
+
+
+@pytest.mark.parametrize('kwargs', [{'codec': 'vp9'}, {'jpeg_quality': 0}, {'h264_crf': 60},
+                                    {'h264_preset': 'turbo'}])
 def test_frame_encoder_rejects_bad_settings_atomically(kwargs):
     encoder = FrameEncoder()
     with pytest.raises(ValueError):

@@ -1,5 +1,6 @@
 """Robot side without ROS: key-frame requests from the receiver are rate-limited."""
 import numpy as np
+import pytest
 
 from cloudseg_ros.core.edge_pipeline import (KEY_REQUEST_MIN_INTERVAL_S, EdgeConfig,
                                              EdgePipeline)
@@ -43,3 +44,13 @@ def test_requests_at_the_clouds_pace_are_all_honoured():
     assert pipeline.process(rgb, 0.5) is None  # static scene: skipped
     assert pipeline.remote_key_request(10.0)
     assert pipeline.process(rgb, 1.0).kind == FrameKind.KEY
+
+
+def test_the_x264_preset_is_a_robot_setting_with_a_bounded_choice():
+    pipeline = EdgePipeline(EdgeConfig(codec='h264', h264_preset='veryfast'))
+    assert pipeline.encoder.h264_preset == 'veryfast'
+    pipeline.reconfigure(EdgeConfig(codec='h264', h264_preset='superfast'))
+    assert pipeline.encoder.h264_preset == 'superfast'
+    for too_slow in ('slow', 'placebo', 'nonsense'):
+        with pytest.raises(ValueError, match='x264 preset'):
+            EdgeConfig(h264_preset=too_slow).validate()

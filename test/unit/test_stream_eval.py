@@ -132,6 +132,18 @@ def test_h264_frames_the_rate_cap_skips_are_never_encoded():
     assert half.mask_source == [0, 0, 2, 2, 4, 4, 6, 6]
 
 
+def test_the_robots_x264_preset_applies_to_every_h264_point():
+    clip = _moving_clip()
+    sizes = {}
+    for preset in ('ultrafast', 'veryfast'):
+        evaluator = StreamEvaluator(clip, lambda variant: StubEngine(), log=lambda text: None,
+                                    h264_preset=preset)
+        sizes[preset] = evaluator.run(_config(1, 28, codec='h264'), CloudVariant()).bytes_total
+    assert sizes['veryfast'] < sizes['ultrafast'], sizes
+    with pytest.raises(ValueError, match='x264 preset'):
+        StreamEvaluator(clip, lambda variant: StubEngine(), h264_preset='slow')
+
+
 def test_rate_and_threshold_variants_reuse_the_all_frames_masks():
     evaluator, engine = _evaluator(_moving_clip())
     jobs = [(_config(scale=2, rate=FPS / 2), CloudVariant()),
@@ -333,9 +345,10 @@ def test_bench_stream_json_has_the_exact_keys(tmp_path, tiny_models_x3, camvid_l
     assert bench_stream.main(['--input', camvid_like, '--json', str(out), '--qualities', '50',
                               '90', '--crfs', '28', '--full-qualities', '90', '--full-crfs',
                               '28', '--downsample-scales', '2', '--selector-thresholds', '0.05',
-                              '--max-frames', '3', '--device', 'cpu',
-                              '--models', tiny_models_x3]) == 0
+                              '--max-frames', '3', '--device', 'cpu', '--h264-preset',
+                              'superfast', '--models', tiny_models_x3]) == 0
     document = json.loads(out.read_text())
+    assert document['meta']['h264_preset'] == 'superfast'
     assert set(document['curves']) == {'full', 'downsample', 'cloudseg', 'cloudseg_selector'}
     # Scales 2, 3 and 4 (x3 has weights here) x JPEG q50, q90 and H.264 CRF 28.
     assert sorted((p['config']['scale'], p['codec']) for p in document['curves']['cloudseg']
