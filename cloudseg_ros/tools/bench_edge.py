@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from cloudseg_ros.core.codecs import FrameEncoder
+from cloudseg_ros.core.codecs import DEFAULT_X264_PRESET, EDGE_X264_PRESETS, FrameEncoder
 from cloudseg_ros.core.imageops import downsample
 from cloudseg_ros.core.selector import FrameKind, FrameSelector
 
@@ -40,6 +40,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument('--frames', type=int, default=60,
                         help='frames per configuration (default 60)')
     parser.add_argument('--json', type=Path, default=None, help='also write the rows as JSON')
+    parser.add_argument('--h264-preset', default=DEFAULT_X264_PRESET,
+                        choices=list(EDGE_X264_PRESETS),
+                        help=f"the edge's x264 preset (default {DEFAULT_X264_PRESET})")
     args = parser.parse_args(list(argv))
     if args.frames < 2:
         parser.error('--frames must be >= 2')
@@ -72,10 +75,12 @@ def synthetic_clip(count: int, size_wh: Tuple[int, int]) -> List[np.ndarray]:
     return [np.ascontiguousarray(canvas[:height, 3 * i:3 * i + width]) for i in range(count)]
 
 
-def bench_config(frames: List[np.ndarray], codec: str, scale: int) -> Dict[str, float]:
+def bench_config(frames: List[np.ndarray], codec: str, scale: int,
+                 h264_preset: str = DEFAULT_X264_PRESET) -> Dict[str, float]:
     """Time select + downsample + encode on every frame; return per-frame statistics."""
     selector = FrameSelector()
-    encoder = FrameEncoder(codec=codec, jpeg_quality=80, h264_crf=28, h264_threads=1)
+    encoder = FrameEncoder(codec=codec, jpeg_quality=80, h264_crf=28, h264_preset=h264_preset,
+                           h264_threads=1)
     totals, select_ms, sizes = [], [], []
     for index, rgb in enumerate(frames):
         start = time.perf_counter()
@@ -92,7 +97,8 @@ def bench_config(frames: List[np.ndarray], codec: str, scale: int) -> Dict[str, 
             'bytes_mean': float(np.mean(sizes)), 'select_ms_mean': float(np.mean(select_ms))}
 
 
-def run_all(clip: List[np.ndarray]) -> List[Dict[str, object]]:
+def run_all(clip: List[np.ndarray],
+            h264_preset: str = DEFAULT_X264_PRESET) -> List[Dict[str, object]]:
     """Benchmark every resolution x codec x scale; print one table row as each finishes."""
     rows = []
     print(f'{"resolution":>10} {"codec":>10} {"scale":>5} {"ms mean":>8} {"ms p95":>8} '
@@ -101,7 +107,7 @@ def run_all(clip: List[np.ndarray]) -> List[Dict[str, object]]:
         frames = clip if (width, height) == TARGET_SIZE else [
             cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in clip]
         for (codec, setting), scale in ((c, s) for c in CODEC_SETTINGS for s in SCALES):
-            stats = bench_config(frames, codec, scale)
+            stats = bench_config(frames, codec, scale, h264_preset)
             verdict = '-'
             if (width, height) == TARGET_SIZE:
                 verdict = 'PASS' if stats['ms_mean'] <= TARGET_MS else 'MISS'
@@ -121,14 +127,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     clip, source = load_clip(args.data, args.frames)
     print(f'bench-edge: {len(clip)} frames per configuration from {source}; every frame '
           f'selected + downsampled (INTER_AREA) + encoded, 1 thread', flush=True)
-    rows = run_all(clip)
+    print(f'bench-edge: x264 preset {args.h264_preset}', flush=True)
+    rows = run_all(clip, args.h264_preset)
     target_rows = [r for r in rows if r['target'] != '-']
     misses = [f'{r["codec"]} x{r["scale"]}' for r in target_rows if r['target'] == 'MISS']
     print(f'target: <= {TARGET_MS:.0f} ms/frame (mean) at {TARGET_SIZE[0]}x{TARGET_SIZE[1]} on '
           f'one core: ' + ('PASS (all configurations)' if not misses
                            else f'MISS for {", ".join(misses)}'), flush=True)
     if args.json is not None:
-        payload = {'source': source, 'frames': len(clip), 'target_ms': TARGET_MS, 'rows': rows}
+        payload = {'source': source, 'frames': len(clip), 'target_ms': TARGET_MS,
+                   'h264_preset': args.h264_preset, 'rows': rows}
         args.json.write_text(json.dumps(payload, indent=2) + '\n')
         print(f'wrote {args.json}')
     return 0
