@@ -29,7 +29,10 @@ X264_PRESETS = ('ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium'
                 'slower', 'veryslow', 'placebo')
 # What a robot may choose: slower presets cost several times the CPU for a few % fewer bits.
 EDGE_X264_PRESETS = X264_PRESETS[:6]
-DEFAULT_X264_PRESET = 'ultrafast'
+DEFAULT_X264_PRESET = 'ultrafast'  # the encoder classes' default (and the training data's)
+# The robot's default: at equal accuracy about half the bits of ultrafast for 0.2-2 ms more per
+# frame at uplink sizes (docs/bench_stream.md, "The robot's x264 preset").
+EDGE_DEFAULT_X264_PRESET = 'veryfast'
 NAL_IDR = 5  # H.264 nal_unit_type of an IDR slice
 MAX_SIDE = 8192  # refuse declared sizes beyond this (a corrupt header must not allocate GBs)
 # IDRs only on request: no periodic keyframes and no scene-cut detection (the selector decides);

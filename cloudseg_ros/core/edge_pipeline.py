@@ -10,7 +10,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from cloudseg_ros.core.codecs import (CODECS, check_x264_preset, DEFAULT_X264_PRESET,
+from cloudseg_ros.core.codecs import (CODECS, check_x264_preset, EDGE_DEFAULT_X264_PRESET,
                                       EDGE_X264_PRESETS, FrameEncoder)
 from cloudseg_ros.core.imageops import downsample, validate_rgb
 from cloudseg_ros.core.selector import FrameKind, FrameSelector, SelectorConfig
@@ -32,7 +32,7 @@ class EdgeConfig:
     codec: str = 'jpeg'         # 'jpeg' or 'h264'
     jpeg_quality: int = 75      # 1..100
     h264_crf: int = 28          # 0..51, lower is better quality
-    h264_preset: str = DEFAULT_X264_PRESET  # x264 speed: slower = fewer bits, more CPU
+    h264_preset: str = EDGE_DEFAULT_X264_PRESET  # x264 speed: slower = fewer bits, more CPU
     max_rate_hz: float = 15.0   # never send faster than this
     useful_threshold: float = 0.03  # content deviation vs last sent frame to send it
     key_threshold: float = 0.20     # content deviation vs last key frame to make a key frame

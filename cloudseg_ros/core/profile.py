@@ -29,7 +29,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from cloudseg_ros.core.codecs import CODECS, check_crf, check_jpeg_quality
+from cloudseg_ros.core.codecs import (CODECS, check_crf, check_jpeg_quality, check_x264_preset,
+                                      EDGE_X264_PRESETS)
 from cloudseg_ros.core.selector import SelectorConfig
 
 FORMAT_VERSION = 1
@@ -40,6 +41,11 @@ _ENTRY_KEYS = _CONFIG_KEYS + ('kbps', 'accuracy')
 # The edge node's parameters a StreamConfig sets (both quality parameters: the codec picks one).
 EDGE_PARAMETERS = ('scale', 'codec', 'jpeg_quality', 'h264_crf', 'max_rate_hz',
                    'useful_threshold', 'key_threshold')
+# The x264 preset the profile's H.264 bitrates were measured with (meta 'h264_preset'); the
+# controller sets it on the robot too, so its bitrates are the ones the robot sends. Profiles
+# written before the preset was recorded were measured with ultrafast.
+PRESET_PARAMETER = 'h264_preset'
+LEGACY_PROFILE_PRESET = 'ultrafast'
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,11 @@ class Profile:
     entries: List[ProfileEntry]
     front: List[ProfileEntry]
     meta: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def h264_preset(self) -> str:
+        """The robot x264 preset the H.264 entries were measured with."""
+        return str(self.meta.get(PRESET_PARAMETER, LEGACY_PROFILE_PRESET))
 
 
 def pareto_front(entries: Iterable[ProfileEntry]) -> List[ProfileEntry]:
@@ -282,7 +293,9 @@ def _profile_from_document(document: Any) -> Profile:
     meta = document.get('meta') or {}
     if not isinstance(meta, dict):
         raise ValueError(f'"meta" must be a mapping, got {type(meta).__name__}')
-    return Profile(entries, front, meta)
+    profile = Profile(entries, front, meta)
+    check_x264_preset(profile.h264_preset, EDGE_X264_PRESETS)  # ValueError names the preset
+    return profile
 
 
 def _entry_from_dict(raw: Any, index: int) -> ProfileEntry:

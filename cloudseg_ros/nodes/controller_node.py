@@ -23,7 +23,8 @@ from cloudseg_ros.core.health import controller_report
 from cloudseg_ros.core.peer_input import printable, stamp_plausible
 from cloudseg_ros.core.param_sync import ParamSync, Request
 from cloudseg_ros.core.policy import LatencyTracker, PolicyConfig
-from cloudseg_ros.core.profile import EDGE_PARAMETERS, load_profile, StreamConfig
+from cloudseg_ros.core.profile import (EDGE_PARAMETERS, load_profile, PRESET_PARAMETER,
+                                       StreamConfig)
 from cloudseg_ros.core.uplink import UplinkController
 from cloudseg_ros.msg import ControllerState, PipelineStats
 from cloudseg_ros.paths import package_file
@@ -99,7 +100,8 @@ class ControllerNode(Node):
         self._profile_error = ''
         self._last = (None, None, '')  # estimate kbps, entry, reason of the last switch
         self._acknowledged = False  # the edge runs the chosen entry (read back)
-        self._sync = ParamSync(EDGE_PARAMETERS)  # what the edge runs, what to send it
+        # What the edge runs, what to send it: a profile entry and the profile's x264 preset.
+        self._sync = ParamSync(EDGE_PARAMETERS + (PRESET_PARAMETER,))
         self._wanted = {}  # edge parameters of the chosen entry
         self._diagnostics = DiagnosticsPublisher(self, values['diagnostics_period_s'],
                                                  self._health)
@@ -197,7 +199,8 @@ class ControllerNode(Node):
             self.get_logger().info(f'switching to {decision.entry.name}: {decision.reason}')
         self._last = (state.estimate_kbps, decision.entry.name,
                       decision.reason if decision.changed else self._last[2])
-        self._wanted = decision.entry.config.edge_parameters()
+        self._wanted = {**decision.entry.config.edge_parameters(),
+                        PRESET_PARAMETER: self.profile.h264_preset}
         self._sync_edge(time.monotonic())
         self._acknowledged = self._sync.in_sync(self._wanted)
         self._state_pub.publish(self._state(decision, state.estimate_kbps))

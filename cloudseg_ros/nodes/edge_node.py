@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty
 
-from cloudseg_ros.core.codecs import (CODECS, CodecError, DEFAULT_X264_PRESET, EDGE_X264_PRESETS,
-                                      encode_jpeg)
+from cloudseg_ros.core.codecs import (CODECS, CodecError, EDGE_DEFAULT_X264_PRESET,
+                                      EDGE_X264_PRESETS, encode_jpeg)
 from cloudseg_ros.core.edge_pipeline import (EdgeConfig, EdgeFrame, EdgePipeline,
                                              KEY_REQUEST_MIN_INTERVAL_S)
 from cloudseg_ros.core.health import EdgeCounters, EdgeHealth
@@ -44,7 +44,7 @@ PARAMS = (
     ParamSpec('codec', 'jpeg', 'Uplink codec.', choices=CODECS),
     ParamSpec('jpeg_quality', 75, 'JPEG quality (1 worst .. 100 best).', 1, 100),
     ParamSpec('h264_crf', 28, 'H.264 constant rate factor (0 best .. 51 worst).', 0, 51),
-    ParamSpec('h264_preset', DEFAULT_X264_PRESET,
+    ParamSpec('h264_preset', EDGE_DEFAULT_X264_PRESET,
               'x264 speed preset: a slower one sends fewer bits at a given CRF for more robot '
               'CPU (docs/bench_stream.md, "Encoder preset"); a change restarts the stream.',
               choices=EDGE_X264_PRESETS),

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from cloudseg_ros.core.codecs import DEFAULT_X264_PRESET, EDGE_X264_PRESETS, FrameEncoder
+from cloudseg_ros.core.codecs import EDGE_DEFAULT_X264_PRESET, EDGE_X264_PRESETS, FrameEncoder
 from cloudseg_ros.core.imageops import downsample
 from cloudseg_ros.core.selector import FrameKind, FrameSelector
 
@@ -40,9 +40,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument('--frames', type=int, default=60,
                         help='frames per configuration (default 60)')
     parser.add_argument('--json', type=Path, default=None, help='also write the rows as JSON')
-    parser.add_argument('--h264-preset', default=DEFAULT_X264_PRESET,
+    parser.add_argument('--h264-preset', default=EDGE_DEFAULT_X264_PRESET,
                         choices=list(EDGE_X264_PRESETS),
-                        help=f"the edge's x264 preset (default {DEFAULT_X264_PRESET})")
+                        help=f"the edge's x264 preset (default {EDGE_DEFAULT_X264_PRESET})")
     args = parser.parse_args(list(argv))
     if args.frames < 2:
         parser.error('--frames must be >= 2')
@@ -76,7 +76,7 @@ def synthetic_clip(count: int, size_wh: Tuple[int, int]) -> List[np.ndarray]:
 
 
 def bench_config(frames: List[np.ndarray], codec: str, scale: int,
-                 h264_preset: str = DEFAULT_X264_PRESET) -> Dict[str, float]:
+                 h264_preset: str = EDGE_DEFAULT_X264_PRESET) -> Dict[str, float]:
     """Time select + downsample + encode on every frame; return per-frame statistics."""
     selector = FrameSelector()
     encoder = FrameEncoder(codec=codec, jpeg_quality=80, h264_crf=28, h264_preset=h264_preset,
@@ -98,7 +98,7 @@ def bench_config(frames: List[np.ndarray], codec: str, scale: int,
 
 
 def run_all(clip: List[np.ndarray],
-            h264_preset: str = DEFAULT_X264_PRESET) -> List[Dict[str, object]]:
+            h264_preset: str = EDGE_DEFAULT_X264_PRESET) -> List[Dict[str, object]]:
     """Benchmark every resolution x codec x scale; print one table row as each finishes."""
     rows = []
     print(f'{"resolution":>10} {"codec":>10} {"scale":>5} {"ms mean":>8} {"ms p95":>8} '

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from cloudseg_ros.core.codecs import (CODECS, check_crf, check_jpeg_quality, check_x264_preset,
-                                      DEFAULT_X264_PRESET, EDGE_X264_PRESETS)
+                                      EDGE_DEFAULT_X264_PRESET, EDGE_X264_PRESETS)
 from cloudseg_ros.core.edge_pipeline import EdgeConfig, EdgePipeline
 from cloudseg_ros.core.metrics import IGNORE_INDEX, RunningConfusion
 from cloudseg_ros.core.profile import ProfileEntry, StreamConfig
@@ -156,7 +156,8 @@ class CloudVariant:
         return self.sr + ('+reuse' if self.pyramid_reuse else '')
 
 
-def edge_config(config: StreamConfig, h264_preset: str = DEFAULT_X264_PRESET) -> EdgeConfig:
+def edge_config(config: StreamConfig,
+                h264_preset: str = EDGE_DEFAULT_X264_PRESET) -> EdgeConfig:
     """The robot's EdgeConfig for a profiled configuration (quality -> JPEG q or H.264 CRF)."""
     quality = {'jpeg_quality': config.quality} if config.codec == 'jpeg' \
         else {'h264_crf': config.quality}
@@ -354,7 +355,7 @@ class StreamEvaluator:
     def __init__(self, clip: Clip, engine_factory: EngineFactory, batch_size: int = 1,
                  cache_frames: Optional[int] = None, cache_dir: Optional[str] = None,
                  log: Optional[Callable[[str], None]] = None,
-                 h264_preset: str = DEFAULT_X264_PRESET) -> None:
+                 h264_preset: str = EDGE_DEFAULT_X264_PRESET) -> None:
         """`cache_frames` defaults to two clips' worth of masks (see run_many's ordering).
         `h264_preset` is the robot's x264 preset for every H.264 configuration.
 
@@ -611,10 +612,10 @@ def add_codec_args(parser: argparse.ArgumentParser, qualities: Sequence[int],
                         help='JPEG qualities 1..100 (with --codecs jpeg)')
     parser.add_argument('--crfs', type=int, nargs='+', default=list(crfs),
                         help='H.264 CRFs 0..51, lower = more bits (with --codecs h264)')
-    parser.add_argument('--h264-preset', default=DEFAULT_X264_PRESET,
+    parser.add_argument('--h264-preset', default=EDGE_DEFAULT_X264_PRESET,
                         choices=list(EDGE_X264_PRESETS),
                         help="the robot's x264 preset (its edge parameter h264_preset; "
-                             f'default {DEFAULT_X264_PRESET})')
+                             f'default {EDGE_DEFAULT_X264_PRESET})')
 
 
 def codec_settings(codecs: Sequence[str], jpeg_qualities: Sequence[int],
@@ -660,7 +661,7 @@ def evaluator_from_args(args: argparse.Namespace) -> StreamEvaluator:
     evaluator = StreamEvaluator(clip, ModelEngineFactory(models_dir, args.device,
                                                          seg_model=args.seg_model),
                                 batch_size=batch, cache_dir=args.cache,
-                                h264_preset=getattr(args, 'h264_preset', DEFAULT_X264_PRESET))
+                                h264_preset=getattr(args, 'h264_preset', EDGE_DEFAULT_X264_PRESET))
     return evaluator
 
 

@@ -37,8 +37,11 @@ def test_controller_sets_edge_parameters_and_reports_state(launch, ros_node, spi
     assert params.wait_ready(10.0), edge.log()
 
     def edge_retuned():
-        values = params.get_and_wait(['scale', 'jpeg_quality', 'max_rate_hz'])
-        return values == {'scale': 4, 'jpeg_quality': 50, 'max_rate_hz': 10.0}
+        # The profile has no h264_preset in its meta: it was measured with ultrafast, so the
+        # controller moves the edge off its own default (veryfast) to match the bitrates.
+        values = params.get_and_wait(['scale', 'jpeg_quality', 'max_rate_hz', 'h264_preset'])
+        return values == {'scale': 4, 'jpeg_quality': 50, 'max_rate_hz': 10.0,
+                          'h264_preset': 'ultrafast'}
 
     assert spin_until(edge_retuned, 20.0), controller.log() + edge.log()
     assert spin_until(lambda: bool(states) and states[-1].edge_in_sync, 10.0), controller.log()

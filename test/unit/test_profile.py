@@ -127,6 +127,17 @@ def test_yaml_round_trip(tmp_path):
     assert not list(tmp_path.glob('*.tmp'))  # the atomic write cleaned up after itself
 
 
+def test_the_profile_says_which_x264_preset_its_bitrates_were_measured_with(tmp_path):
+    path = str(tmp_path / 'profile.yaml')
+    save_profile(path, sample_entries())
+    assert load_profile(path).h264_preset == 'ultrafast'  # written before it was recorded
+    save_profile(path, sample_entries(), meta={'h264_preset': 'veryfast'})
+    assert load_profile(path).h264_preset == 'veryfast'
+    save_profile(path, sample_entries(), meta={'h264_preset': 'placebo'})
+    with pytest.raises(ValueError, match="profile.yaml: unknown x264 preset 'placebo'"):
+        load_profile(path)
+
+
 def test_explicit_front_is_kept_and_checked(tmp_path):
     entries = sample_entries()
     path = str(tmp_path / 'p.yaml')
