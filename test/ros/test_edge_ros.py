@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
+from std_msgs.msg import Empty, Header
 
 from cloudseg_ros.core.codecs import FrameDecoder, decode_jpeg, encode_jpeg
 from cloudseg_ros.msg import EncodedFrame, PipelineStats
@@ -141,9 +141,20 @@ def test_bad_images_are_rejected_and_node_keeps_running(launch, ros_node, spin_u
     assert edge.alive()
     assert spin_until(lambda: stats and stats[-1].frames_rejected == 3, 5.0), edge.log()
     assert 'frame rejected' in edge.log()
-    decoder = FrameDecoder()
-    rgb = decoder.decode('h264', bytes(frames[0].data), frames[0].width, frames[0].height)
-    assert rgb.shape == (60, 80, 3) and frames[0].keyframe
+    # Decode as a receiver would, from a key frame: the stream's first IDR can go out before
+    # this best-effort subscription is matched, and a receiver that missed it asks for one.
+    requests = ros_node.create_publisher(Empty, '/r3/keyframe_request', qos.STATS)
+
+    def key_frame_received():
+        if not any(f.keyframe for f in frames):
+            requests.publish(Empty())
+            pub.publish(_image(Header(stamp=ros_node.get_clock().now().to_msg()), 160, 120))
+        return any(f.keyframe for f in frames)
+
+    assert spin_until(key_frame_received, 10.0), edge.log()
+    key = next(f for f in frames if f.keyframe)
+    rgb = FrameDecoder().decode('h264', bytes(key.data), key.width, key.height)
+    assert rgb.shape == (60, 80, 3)
 
 
 def test_compressed_transport_reads_the_compressed_camera_topic(launch, ros_node, spin_until):
