@@ -11,7 +11,7 @@ from typing import List, Tuple
 
 import cv2
 
-from cloudseg_ros.core.codecs import FrameEncoder
+from cloudseg_ros.core.codecs import EDGE_DEFAULT_X264_PRESET, FrameEncoder
 from cloudseg_ros.core.imageops import downsample
 from cloudseg_ros.core.sources import FrameSource, SourceError
 
@@ -36,7 +36,9 @@ def encode_clip(path: str, size: Tuple[int, int], scale: int, codec: str,
         raise ValueError(f'max_frames must be >= 1, got {max_frames}')
     width, height = size
     source = FrameSource(path, loop=False)
-    encoder = FrameEncoder(codec, jpeg_quality=jpeg_quality, h264_crf=h264_crf)
+    # H.264 as a robot sends it (the edge's default preset), not the encoder class's default.
+    encoder = FrameEncoder(codec, jpeg_quality=jpeg_quality, h264_crf=h264_crf,
+                           h264_preset=EDGE_DEFAULT_X264_PRESET)
     frames: List[ClipFrame] = []
     try:
         for rgb in source.frames():

@@ -1,11 +1,13 @@
-"""Several engines in one cloud node (one per GPU), each with its own queue and thread.
+"""Several engines in one cloud node, each with its own queue and thread.
 
-Robots are spread over the engines by `core/fleet_assign.py` (rendezvous hashing with
-bounded load), recomputed when robots join or leave, so that a robot keeps its engine unless
-it must move. Each engine has its own `FleetQueue` (batches only ever hold one engine's
-robots), its own latest-probe slots and one inference thread that sleeps on the queue's
-condition variable. What a batch becomes (publishing) is the node's business: `serve(worker,
-batch, probes)` is called on the worker's thread.
+One engine per entry of the `device` list: one per GPU, or several on one GPU (each engine has
+its own CUDA stream, so they overlap). Robots are spread over the engines evenly by
+`core/fleet_assign.py` (rendezvous hashing, no slack inside a node), recomputed when robots
+join or leave, so that a robot keeps its engine unless it must move. Each engine has its own
+`FleetQueue` (batches only ever hold one engine's robots), its own latest-probe slots and one
+inference thread that sleeps on the queue's condition variable. What a batch becomes
+(publishing) is the node's business: `serve(worker, batch, probes)` is called on the worker's
+thread.
 """
 import threading
 from typing import Callable, Dict, List, Optional, Sequence, Tuple

@@ -46,7 +46,8 @@ PARAMS = (
     ParamSpec('h264_crf', 28, 'H.264 constant rate factor (0 best .. 51 worst).', 0, 51),
     ParamSpec('h264_preset', EDGE_DEFAULT_X264_PRESET,
               'x264 speed preset: a slower one sends fewer bits at a given CRF for more robot '
-              'CPU (docs/bench_stream.md, "Encoder preset"); a change restarts the stream.',
+              'CPU (docs/bench_stream.md, "The robot\'s x264 preset"); a change restarts the '
+              'stream.',
               choices=EDGE_X264_PRESETS),
     ParamSpec('max_rate_hz', 15.0, 'Highest rate of sent frames, Hz.', 0.1, 120.0),
     ParamSpec('useful_threshold', 0.03,

@@ -661,7 +661,7 @@ def evaluator_from_args(args: argparse.Namespace) -> StreamEvaluator:
     evaluator = StreamEvaluator(clip, ModelEngineFactory(models_dir, args.device,
                                                          seg_model=args.seg_model),
                                 batch_size=batch, cache_dir=args.cache,
-                                h264_preset=getattr(args, 'h264_preset', EDGE_DEFAULT_X264_PRESET))
+                                h264_preset=args.h264_preset)
     return evaluator
 
 

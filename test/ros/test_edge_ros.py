@@ -67,7 +67,11 @@ def test_invalid_parameters_are_refused_with_reason(launch, ros_node):
     assert not bad_codec.successful and 'vp9' in bad_codec.reason
     crossed = params.set_and_wait({'useful_threshold': 0.5, 'key_threshold': 0.1})[0]
     assert not crossed.successful and crossed.reason
-    assert params.get_and_wait(['scale', 'codec']) == {'scale': 4, 'codec': 'jpeg'}
+    too_slow = params.set_and_wait({'h264_preset': 'placebo'})[0]  # CPU: bounded to medium
+    assert not too_slow.successful and 'placebo' in too_slow.reason
+    assert params.get_and_wait(['scale', 'codec', 'h264_preset']) == {
+        'scale': 4, 'codec': 'jpeg', 'h264_preset': 'veryfast'}
+    assert params.set_and_wait({'h264_preset': 'superfast'})[0].successful  # live
     assert edge.alive()
 
 
