@@ -182,9 +182,10 @@ def _evaluate_and_save(eval_fn: Callable[[], Dict[str, float]],
     t0 = time.perf_counter()
     metrics = eval_fn()
     shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
-    progress.write(f'{progress.label} eval @ step {state.step}: '
-                   + ' '.join(f'{k}={v:.4f}' for k, v in shown.items())
-                   + f' ({time.perf_counter() - t0:.1f}s)')
+    if shown:  # nothing to show when there is nothing to score on (adapt without held-out frames)
+        progress.write(f'{progress.label} eval @ step {state.step}: '
+                       + ' '.join(f'{k}={v:.4f}' for k, v in shown.items())
+                       + f' ({time.perf_counter() - t0:.1f}s)')
     checkpoint_fn(state, metrics)
     return metrics
 

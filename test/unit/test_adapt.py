@@ -194,3 +194,12 @@ def test_seg_stage_leaves_a_foreign_network_as_it_is(capsys):
     assert 'segmentation stage skipped: their.pt is a torchscript model' in capsys.readouterr().out
     with pytest.raises(ConfigError, match='their.pt is a torchscript model'):
         adapt_seg.build_student(foreign)
+
+
+def test_default_crop_is_the_whole_frame_up_to_1080p():
+    """The net pools context over the whole frame at run time, so adapt trains on whole frames
+    (as multiples of the scale); beyond 1920x1080 it crops, which bounds memory."""
+    cfg = adapt.dataclasses.replace(adapt.AdaptConfig(), scale=4)
+    for frame_hw, crop_hw in (((722, 1281), (720, 1280)), ((2160, 3840), (1080, 1920))):
+        fitted = adapt.fit_crop(cfg, [np.zeros((1,) + frame_hw + (3,), np.uint8)])
+        assert (fitted.crop_h, fitted.crop_w) == crop_hw
