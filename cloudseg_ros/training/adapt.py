@@ -79,8 +79,9 @@ class AdaptConfig(FinetuneConfig):
     crop_h: int = 1080
     crop_w: int = 1920
     # Segmentation stage after the SR stage: steps (0: none) and/or a time budget (0: none).
-    # On by default: on highway720 x4 it added +0.015 held-out agreement to the SR stage's
-    # (whole frames, 1,500 steps, 103 s on an H200; models/MODEL_CARD.md).
+    # On by default: on highway720 x4 it added +0.015 (ultrafast round trips) and +0.026
+    # (veryfast, the robot's) held-out agreement to the SR stage's (whole frames, 1,500 steps,
+    # 103 s on an H200; models/MODEL_CARD.md).
     seg_steps: int = 1500
     seg_time_budget_s: float = 0.0
     # Under a seventh of training's (the student starts from a trained net); 1e-4 gave +0.003
@@ -210,7 +211,8 @@ def eval_codecs(cfg: AdaptConfig) -> Dict[str, CodecRange]:
     """The fixed codec settings of the held-out evaluation, by metric suffix."""
     q, crf = cfg.eval_jpeg_quality, cfg.eval_h264_crf
     return {f'_jpeg{q}': CodecRange(('jpeg',), (q, q)),
-            f'_h264crf{crf}': CodecRange(('h264',), h264_crf=(crf, crf))}
+            f'_h264crf{crf}': CodecRange(('h264',), h264_crf=(crf, crf),
+                                         h264_preset=cfg.h264_preset)}
 
 
 @torch.no_grad()
@@ -372,7 +374,8 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
         'seg_steps': seg_state.step, 'seg_train_s': round(seg_state.elapsed_s, 1),
         'before': before, 'after': metrics,
         'blend_alpha': blend.get('blend_alpha'), 'psnr_drop_db': blend.get('train_psnr_drop'),
-        'eval_codecs': list(eval_codecs(cfg)), 'files': written})
+        'eval_codecs': list(eval_codecs(cfg)), 'h264_preset': cfg.h264_preset,
+        'files': written})
     print(f'adapt: done (SR {state.step} steps in {state.elapsed_s:.0f}s, segmentation'
           f' {seg_state.step} steps in {seg_state.elapsed_s:.0f}s); after: {_fmt(metrics)}'
           f' (before: {_fmt(before)}); wrote {out_dir}', flush=True)

@@ -13,8 +13,10 @@ into uint8 stacks that then live on the accelerator:
   interpolator), pixel-aligned with the labels.
 
 H.264 frames are encoded as short groups of consecutive frames (an IDR then P-frames), as the
-robot streams them, so both intra and inter artefacts appear. Random choices come from one
-seeded `numpy.random.Generator`; work runs in threads (OpenCV and libav release the GIL).
+robot streams them, so both intra and inter artefacts appear, with the robot's x264 preset
+(`h264_preset`, default the edge's `veryfast`; the shipped nets were trained on `ultrafast`).
+Random choices come from one seeded `numpy.random.Generator`; work runs in threads (OpenCV and
+libav release the GIL).
 """
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,8 +26,11 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from cloudseg_ros.core.codecs import H264Decoder, H264Encoder, decode_jpeg, encode_jpeg
+from cloudseg_ros.core.codecs import (EDGE_DEFAULT_X264_PRESET, H264Decoder, H264Encoder,
+                                      check_x264_preset, decode_jpeg, encode_jpeg)
 from cloudseg_ros.core.imageops import downsample
+
+from .config import ConfigError
 
 CODECS = ('jpeg', 'h264')
 # (name, cv2 flag) of the interpolators a degraded view may be resized with; the robot itself
@@ -44,6 +49,7 @@ class CodecRange:
     jpeg_quality: Tuple[int, int] = (30, 95)
     h264_crf: Tuple[int, int] = (18, 38)
     gop: int = 6  # H.264 frames per group (IDR + P-frames); one CRF per group
+    h264_preset: str = EDGE_DEFAULT_X264_PRESET  # what the robot encodes with
 
     def __post_init__(self) -> None:
         unknown = set(self.codecs) - set(CODECS)
@@ -55,12 +61,17 @@ class CodecRange:
                 raise ValueError(f'{name} range must lie in {bound}, got ({low}, {high})')
         if self.gop < 1:
             raise ValueError(f'gop must be >= 1, got {self.gop}')
+        check_x264_preset(self.h264_preset)
 
 
 def codec_range_of(cfg: object) -> CodecRange:
-    """The CodecRange of a train config with `codecs`, `jpeg_quality_*`, `h264_crf_*` keys."""
-    return CodecRange(tuple(cfg.codecs), (cfg.jpeg_quality_min, cfg.jpeg_quality_max),
-                      (cfg.h264_crf_min, cfg.h264_crf_max))
+    """The CodecRange of a train config with `codecs`, `jpeg_quality_*`, `h264_crf_*` and
+    `h264_preset` keys; ConfigError names a bad one."""
+    try:
+        return CodecRange(tuple(cfg.codecs), (cfg.jpeg_quality_min, cfg.jpeg_quality_max),
+                          (cfg.h264_crf_min, cfg.h264_crf_max), h264_preset=cfg.h264_preset)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -68,9 +79,10 @@ def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
     return decode_jpeg(encode_jpeg(rgb, int(quality)))
 
 
-def h264_round_trip(frames: Sequence[np.ndarray], crf: int) -> List[np.ndarray]:
+def h264_round_trip(frames: Sequence[np.ndarray], crf: int,
+                    preset: str = EDGE_DEFAULT_X264_PRESET) -> List[np.ndarray]:
     """Encode equally sized frames as one H.264 stream (IDR first) and decode it back."""
-    encoder, decoder = H264Encoder(int(crf)), H264Decoder()
+    encoder, decoder = H264Encoder(int(crf), preset), H264Decoder()
     out = []
     for rgb in frames:
         data, _ = encoder.encode(rgb)
@@ -109,7 +121,7 @@ def codec_round_trip(frames: Sequence[np.ndarray], codec_range: CodecRange,
         codec, value, indices = job
         chunk = [frames[i] for i in indices]
         if codec == 'h264':
-            return h264_round_trip(chunk, value)
+            return h264_round_trip(chunk, value, codec_range.h264_preset)
         return [jpeg_round_trip(chunk[0], value)]
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

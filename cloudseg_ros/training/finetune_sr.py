@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cloudseg_ros.core.codecs import EDGE_DEFAULT_X264_PRESET
 from cloudseg_ros.core.metrics import RunningConfusion
 from cloudseg_ros.inference.seg_models import load_seg_model
 from cloudseg_ros.nets.checkpoint import load_checkpoint
@@ -86,6 +87,7 @@ class FinetuneConfig:
     jpeg_quality_max: int = 95
     h264_crf_min: int = 18
     h264_crf_max: int = 38
+    h264_preset: str = EDGE_DEFAULT_X264_PRESET  # x264 preset of the H.264 round trips
     lr_cache_dir: str = ''
     bf16: bool = True
     channels_last: bool = True

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cloudseg_ros.core.codecs import EDGE_DEFAULT_X264_PRESET
 from cloudseg_ros.core.metrics import RunningConfusion
 from cloudseg_ros.nets.checkpoint import build_model as build_net
 from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as save_net
@@ -97,6 +98,7 @@ class SegTrainConfig:
     jpeg_quality_max: int = 95
     h264_crf_min: int = 18
     h264_crf_max: int = 38
+    h264_preset: str = EDGE_DEFAULT_X264_PRESET  # x264 preset of the H.264 round trips
     blur_prob: float = 0.2  # of the degraded view
     max_blur_sigma: float = 1.5
     noise_prob: float = 0.2

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cloudseg_ros.core.codecs import EDGE_DEFAULT_X264_PRESET
 from cloudseg_ros.nets.carn import CARN
 from cloudseg_ros.nets.checkpoint import build_model as build_net
 from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as save_net
@@ -67,6 +68,7 @@ class SRTrainConfig:
     jpeg_quality_max: int = 95
     h264_crf_min: int = 18
     h264_crf_max: int = 38
+    h264_preset: str = EDGE_DEFAULT_X264_PRESET  # x264 preset of the H.264 round trips
     lr_cache_dir: str = ''  # reuse decoded LR sets across runs (e.g. train-sr -> finetune-sr)
     bf16: bool = True
     channels_last: bool = True
@@ -121,7 +123,8 @@ def decoded_lr_pools(groups: Sequence[np.ndarray], cfg: object, device: torch.de
     for i, group in enumerate(groups):
         name = (f'lr_x{cfg.scale}_g{i}_{len(group)}x{group.shape[2]}x{group.shape[1]}'
                 f'_v{cfg.codec_variants}_{"-".join(rng.codecs)}_q{rng.jpeg_quality[0]}-'
-                f'{rng.jpeg_quality[1]}_crf{rng.h264_crf[0]}-{rng.h264_crf[1]}_s{cfg.seed}.npy')
+                f'{rng.jpeg_quality[1]}_crf{rng.h264_crf[0]}-{rng.h264_crf[1]}_{rng.h264_preset}'
+                f'_s{cfg.seed}.npy')
         path = os.path.join(cfg.lr_cache_dir, name) if cfg.lr_cache_dir else ''
         t0 = time.perf_counter()
 

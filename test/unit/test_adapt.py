@@ -82,6 +82,7 @@ def test_output_is_a_complete_models_folder(adapted):
     with open(os.path.join(adapted, 'adapt.json')) as f:
         report = json.load(f)
     assert report['scale'] == 2 and report['frames_train'] == 6
+    assert report['h264_preset'] == 'veryfast'  # the robot's: LR as the uplink sends it
     assert report['frames_holdout'] == 2 and report['steps'] == 3
     for when in ('before', 'after'):
         assert {'agree_miou', 'agree_miou_jpeg50', 'agree_miou_h264crf28'} <= set(report[when])

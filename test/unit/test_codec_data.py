@@ -9,6 +9,8 @@ from cloudseg_ros.training.augment import (blur_and_noise, dihedral_pair, paired
                                            seg_augment_views)
 from cloudseg_ros.training.codec_data import (CodecRange, build_degraded_views,
                                               build_lr_variants, codec_round_trip)
+from cloudseg_ros.training.config import ConfigError, load_config
+from cloudseg_ros.training.finetune_sr import FinetuneConfig
 from cloudseg_ros.training.datasets import SegSplit, split_by_sequence
 
 
@@ -68,7 +70,7 @@ def test_lower_quality_loses_more():
 
 @pytest.mark.parametrize('kwargs', [dict(codecs=()), dict(codecs=('png',)),
                                     dict(jpeg_quality=(50, 10)), dict(h264_crf=(0, 60)),
-                                    dict(gop=0)])
+                                    dict(gop=0), dict(h264_preset='placebo2')])
 def test_codec_range_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         CodecRange(**kwargs)
@@ -134,3 +136,23 @@ def test_split_by_sequence(tmp_path):
     assert rest.stems == ['a_1', 'a_2'] and held.stems == ['b_1']
     with pytest.raises(ValueError, match='not in'):
         split_by_sequence(split, str(tmp_path), ['C'])
+
+
+def test_h264_round_trips_use_the_robots_preset_by_default():
+    """Training must see what the robot sends: its x264 preset, unless a config says otherwise."""
+    frames = _frames(count=6, h=64, w=96)
+    rng = np.random.default_rng
+
+    def decoded(**preset):
+        codec_range = CodecRange(('h264',), h264_crf=(30, 30), **preset)
+        return np.stack(codec_round_trip(frames, codec_range, rng(0))[0])
+
+    assert CodecRange().h264_preset == codec_data.EDGE_DEFAULT_X264_PRESET == 'veryfast'
+    assert np.array_equal(decoded(), decoded(h264_preset='veryfast'))
+    assert not np.array_equal(decoded(), decoded(h264_preset='ultrafast'))
+
+
+def test_a_bad_preset_in_a_training_config_is_a_config_error():
+    cfg = load_config(FinetuneConfig, None, ['h264_preset=placebo2'])
+    with pytest.raises(ConfigError, match='placebo2'):
+        codec_data.codec_range_of(cfg)
