@@ -56,6 +56,7 @@ from .train_sr import decoded_lr_pools, FramePools, save_checkpoint, super_resol
 
 WORK_DIR = '.adapt_work'  # inside --out: last.pt, best.pt, train_state.pt, before.json
 REPORT_FILE = 'adapt.json'
+FULL_DROP_WARN = 0.01  # held-out full-resolution agreement the seg stage may lose unannounced
 # Keys the command line sets (--input, --scale, --max-frames, --models, --seg-model).
 _CLI_KEYS = ('data', 'train_split', 'extra_frames', 'max_train_items', 'val_split',
              'max_val_items', 'scale', 'sr_checkpoint', 'seg_checkpoint')
@@ -88,6 +89,10 @@ class AdaptConfig(FinetuneConfig):
     # less held-out agreement than 3e-4 on highway720 x4.
     seg_lr: float = 3e-4
     seg_hr_weight: float = 1.0  # weight of the HR view's KL (keeps the net's HR predictions)
+    # Weight of the KL on decoded full-resolution copies (the robot at scale 1; 0: off) and
+    # how many copies per frame (random JPEG quality / H.264 CRF in the codec ranges above).
+    seg_full_weight: float = 1.0
+    seg_full_variants: int = 2
 
 
 @dataclass
@@ -97,6 +102,7 @@ class Holdout:
     hr: np.ndarray  # (N, H, W, 3) uint8, sides divisible by the scale
     teacher: np.ndarray  # (N, H, W) uint8: argmax of seg(HR)
     lr: Dict[str, np.ndarray]  # suffix ('_jpeg50', '_h264crf28') -> (N, H/s, W/s, 3) uint8
+    full: Dict[str, np.ndarray]  # the same suffixes -> decoded HR (N, H, W, 3) uint8
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -134,7 +140,8 @@ def build_config(args: argparse.Namespace) -> AdaptConfig:
         raise ConfigError('--out DIR is required (it becomes a models folder)')
     if not 0.0 <= cfg.holdout_frac < 1.0:
         raise ConfigError(f'holdout_frac must be in [0, 1), got {cfg.holdout_frac}')
-    for key in ('seg_steps', 'seg_time_budget_s', 'seg_hr_weight'):
+    for key in ('seg_steps', 'seg_time_budget_s', 'seg_hr_weight', 'seg_full_weight',
+                'seg_full_variants'):
         if getattr(cfg, key) < 0:
             raise ConfigError(f'{key} must be >= 0, got {getattr(cfg, key)}')
     if cfg.seg_lr <= 0:
@@ -228,7 +235,9 @@ def build_holdout(frames: Sequence[np.ndarray], seg: SegModel, cfg: AdaptConfig,
                 teacher.append(seg(hr).argmax(1).to(torch.uint8).cpu().numpy())
         lr = {suffix: build_lr_variants(group, cfg.scale, 1, codec)[:, 0]
               for suffix, codec in eval_codecs(cfg).items()}
-        out.append(Holdout(group, np.concatenate(teacher), lr))
+        full = {suffix: build_lr_variants(group, 1, 1, codec)[:, 0]
+                for suffix, codec in eval_codecs(cfg).items()}
+        out.append(Holdout(group, np.concatenate(teacher), lr, full))
     if out:
         print(f'adapt: held-out teacher masks and LR ({", ".join(out[0].lr)}) for '
               f'{sum(len(h.hr) for h in out)} frames', flush=True)
@@ -260,6 +269,26 @@ def agreement(sr_net: nn.Module, seg: SegModel, holdout: Sequence[Holdout], cfg:
         out['agree_miou' + suffix] = conf.mean_iou()
         out['psnr' + suffix] = float(torch.cat(psnr).mean())
     out['agree_miou'] = float(np.mean([v for k, v in out.items() if k.startswith('agree_')]))
+    return {**out, **full_resolution_agreement(seg, holdout, cfg, device)}
+
+
+@torch.no_grad()
+def full_resolution_agreement(seg: SegModel, holdout: Sequence[Holdout], cfg: AdaptConfig,
+                              device: torch.device) -> Dict[str, float]:
+    """Agreement mIoU of seg(decoded HR) with seg(HR) per eval codec (`full_agree_miou_*`:
+    the robot at scale 1; kept out of `agree_miou`, which scores the SR path)."""
+    out: Dict[str, float] = {}
+    for suffix in holdout[0].full:
+        conf = RunningConfusion(seg.num_classes, None)
+        for part in holdout:
+            for i in range(0, len(part.hr), cfg.eval_batch):
+                decoded = to_float_nchw(
+                    torch.from_numpy(part.full[suffix][i:i + cfg.eval_batch]).to(device))
+                with common.autocast(device, cfg.bf16):
+                    pred = seg(decoded)
+                conf.update(pred.argmax(1).to(torch.uint8).cpu().numpy(),
+                            part.teacher[i:i + cfg.eval_batch])
+        out['full_agree_miou' + suffix] = conf.mean_iou()
     return out
 
 
@@ -313,7 +342,7 @@ def _before_metrics(work: str, resume: bool, compute) -> Dict[str, float]:
 
 
 def _fmt(metrics: Dict[str, float]) -> str:
-    keys = sorted(k for k in metrics if k.startswith('agree_miou'))
+    keys = sorted(k for k in metrics if k.startswith(('agree_miou', 'full_agree_miou')))
     return ', '.join(f'{k} {metrics[k]:.4f}' for k in keys) or 'no held-out frames'
 
 
@@ -365,6 +394,9 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
             student, seg, sr_net, pools, lambda: agreement(sr_net, student, holdout, cfg, device),
             cfg, device, work, resume)
     metrics = {**metrics, **blend, 'lambda': lam.value}
+    warnings = full_resolution_warnings(before, metrics)
+    for warning in warnings:
+        print(f'adapt: warning: {warning}', flush=True)
     written = export_models(out_dir, sr_net, cfg, state.step, metrics, student, seg_state.step)
     write_report(out_dir, {
         'source_models': os.path.dirname(cfg.sr_checkpoint), 'seg_model': cfg.seg_checkpoint,
@@ -375,11 +407,30 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
         'before': before, 'after': metrics,
         'blend_alpha': blend.get('blend_alpha'), 'psnr_drop_db': blend.get('train_psnr_drop'),
         'eval_codecs': list(eval_codecs(cfg)), 'h264_preset': cfg.h264_preset,
-        'files': written})
+        'warnings': warnings, 'files': written})
     print(f'adapt: done (SR {state.step} steps in {state.elapsed_s:.0f}s, segmentation'
           f' {seg_state.step} steps in {seg_state.elapsed_s:.0f}s); after: {_fmt(metrics)}'
           f' (before: {_fmt(before)}); wrote {out_dir}', flush=True)
     return 0
+
+
+def full_resolution_warnings(before: Dict[str, float], after: Dict[str, float],
+                             tolerance: float = FULL_DROP_WARN) -> List[str]:
+    """What the adapted segmentation net lost on held-out full-resolution frames, if anything.
+
+    The segmentation stage fits the net to this camera's SR output; on 140 highway frames it
+    also drifted on decoded full-resolution frames (models/MODEL_CARD.md), which a robot sending
+    scale 1 would get, so the user is told rather than left to find out.
+    """
+    drops = {k: before[k] - after[k] for k in before
+             if k.startswith('full_agree_miou') and k in after}
+    worst = max(drops, key=drops.get, default=None)
+    if worst is None or drops[worst] <= tolerance:
+        return []
+    return [f'the adapted segmentation net agrees less with the original on held-out '
+            f'full-resolution frames ({worst} {before[worst]:.4f} -> {after[worst]:.4f}): for '
+            f'robots that also send full resolution, serve them with the original '
+            f'segmentation model, or adapt with --set seg_steps=0']
 
 
 def _train(sr_net: nn.Module, base: nn.Module, seg: SegModel,

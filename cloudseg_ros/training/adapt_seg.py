@@ -3,7 +3,10 @@
 After the SR stage (and its blend), a copy of the segmentation net (our ICNet) is distilled on
 the same frames: its prediction on SR(decoded LR), with the LR frame in its low-resolution
 branch as the cloud runs it, and its prediction on the HR frame are both pulled toward the
-frozen original net's prediction on the HR frame. The teacher stays the original net, so the
+frozen original net's prediction on the HR frame, and so (`seg_full_weight`) is its prediction
+on decoded full-resolution copies of the frames (JPEG / H.264 at random settings, what a robot
+sends at scale 1), so the net also learns to ignore the camera's codec artefacts. The teacher
+stays the original net, so the
 held-out agreement still measures the distance to what the full-resolution stream would give
 (a student that drifted on HR frames would be caught there, not rewarded). BatchNorm statistics
 stay frozen (eval mode): the batches are small and all from one camera.
@@ -12,6 +15,7 @@ Checkpoints and the optimiser state live in `<work>/seg` for --resume.
 """
 import copy
 import os
+import time
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -21,10 +25,11 @@ from cloudseg_ros.inference.seg_models import SegModel
 from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as save_net
 
 from . import common
+from .codec_data import build_lr_variants, codec_range_of
 from .config import config_dict, ConfigError
 from .finetune_sr import lr_hr_batch, pyramid_for
 from .losses import seg_kl_loss
-from .train_sr import FramePools, super_resolve
+from .train_sr import FramePools, codec_batch, super_resolve
 
 SEG_WORK = 'seg'  # inside adapt's work folder
 
@@ -53,10 +58,39 @@ def build_student(seg: SegModel) -> SegModel:
     return student
 
 
+def full_resolution_pools(pools: FramePools, cfg, device: torch.device
+                          ) -> Optional[FramePools]:
+    """The training frames paired with `seg_full_variants` decoded full-resolution copies each
+    (as pools whose "LR" is the decoded frame at scale 1); None when the term is off."""
+    if cfg.seg_full_weight <= 0 or cfg.seg_full_variants <= 0:
+        return None
+    codec_range = codec_range_of(cfg)
+    t0 = time.perf_counter()
+    decoded = [common.to_device_stack(build_lr_variants(
+        pool.cpu().numpy(), 1, cfg.seg_full_variants, codec_range, seed=cfg.seed + 1 + i),
+        device) for i, pool in enumerate(pools.pools)]
+    print(f'adapt-seg: {sum(len(d) for d in decoded)} frames x {cfg.seg_full_variants} decoded '
+          f'full-resolution variants ({time.perf_counter() - t0:.1f}s)', flush=True)
+    return FramePools(pools.pools, pools.weights, pools.val, decoded)
+
+
+def _full_resolution_kl(student: SegModel, teacher: SegModel, full_pools: FramePools, cfg,
+                        device: torch.device) -> torch.Tensor:
+    """KL(teacher(HR) || student(the same frame decoded at full resolution))."""
+    decoded, hr = codec_batch(full_pools, cfg.batch_size, (cfg.crop_h, cfg.crop_w), 1, 0.0,
+                              vertical_flips=False)
+    with torch.no_grad(), common.autocast(device, cfg.bf16):
+        target = teacher(hr)
+    with common.autocast(device, cfg.bf16):
+        return seg_kl_loss(student(decoded), target)
+
+
 def seg_step(student: SegModel, teacher: SegModel, sr_net: nn.Module,
              optimizer: torch.optim.Optimizer, pools: FramePools, cfg,
-             device: torch.device) -> Dict[str, torch.Tensor]:
-    """One step of KL(teacher(HR) || student(SR)) + seg_hr_weight * KL(.. || student(HR))."""
+             device: torch.device, full_pools: Optional[FramePools] = None
+             ) -> Dict[str, torch.Tensor]:
+    """One step of KL(teacher(HR) || student(SR)) + seg_hr_weight * KL(.. || student(HR))
+    + seg_full_weight * KL(teacher(HR) || student(decoded HR)) when `full_pools` are given."""
     lr_img, hr = lr_hr_batch(pools, cfg)
     with torch.no_grad():
         with common.autocast(device, cfg.bf16):
@@ -72,6 +106,9 @@ def seg_step(student: SegModel, teacher: SegModel, sr_net: nn.Module,
             on_hr = student(hr)
         losses['kl_hr'] = seg_kl_loss(on_hr, target)
         loss = loss + cfg.seg_hr_weight * losses['kl_hr']
+    if full_pools is not None:
+        losses['kl_full'] = _full_resolution_kl(student, teacher, full_pools, cfg, device)
+        loss = loss + cfg.seg_full_weight * losses['kl_full']
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -98,13 +135,17 @@ def adapt_segmentation(student: SegModel, teacher: SegModel, sr_net: nn.Module,
                  st.step, metrics, config_dict(cfg))
         common.save_train_state(seg_work, optimizer, st)
 
-    print(f'adapt-seg: distilling {cfg.seg_checkpoint} on SR(decoded LR) and HR, '
-          f'from step {state.step}', flush=True)
+    full_pools = full_resolution_pools(pools, cfg, device)
+    views = ('SR(decoded LR), HR and decoded HR' if full_pools is not None
+             else 'SR(decoded LR) and HR')
+    print(f'adapt-seg: distilling {cfg.seg_checkpoint} on {views}, from step {state.step}',
+          flush=True)
     spec = common.LoopSpec(cfg.seg_steps, cfg.seg_time_budget_s, cfg.log_every, cfg.eval_every,
                            cfg.seg_lr, cfg.schedule, cfg.warmup_frac)
     with common.eval_mode(sr_net):
         metrics = common.run_loop(
             spec, state, optimizer,
-            lambda step: seg_step(student, teacher, sr_net, optimizer, pools, cfg, device),
+            lambda step: seg_step(student, teacher, sr_net, optimizer, pools, cfg, device,
+                                  full_pools),
             eval_fn, checkpoint, 'adapt-seg')
     return metrics, state

@@ -83,10 +83,13 @@ def test_output_is_a_complete_models_folder(adapted):
         report = json.load(f)
     assert report['scale'] == 2 and report['frames_train'] == 6
     assert report['h264_preset'] == 'veryfast'  # the robot's: LR as the uplink sends it
+    assert isinstance(report['warnings'], list)
     assert report['frames_holdout'] == 2 and report['steps'] == 3
     for when in ('before', 'after'):
         assert {'agree_miou', 'agree_miou_jpeg50', 'agree_miou_h264crf28'} <= set(report[when])
         assert 0.0 <= report[when]['agree_miou'] <= 1.0
+        for suffix in ('_jpeg50', '_h264crf28'):  # the robot at scale 1, scored apart
+            assert 0.0 <= report[when]['full_agree_miou' + suffix] <= 1.0
     assert report['blend_alpha'] is not None and report['psnr_drop_db'] is not None
 
 
@@ -134,7 +137,8 @@ def test_command_line_keys_cannot_be_set(models_dir, frames_dir, tmp_path, capsy
     assert 'scale' in capsys.readouterr().err
     args = _args(models_dir, models_dir, models_dir, 1)
     assert adapt.main(args) == 2
-    for bad, said in (('seg_steps=-1', 'seg_steps must be >= 0'), ('seg_lr=0', 'seg_lr must be')):
+    for bad, said in (('seg_steps=-1', 'seg_steps must be >= 0'), ('seg_lr=0', 'seg_lr must be'),
+                      ('seg_full_weight=-1', 'seg_full_weight must be >= 0')):
         args = _args(models_dir, frames_dir, str(tmp_path / 'o'), 1) + ['--set', bad]
         assert adapt.main(args) == 2
         assert said in capsys.readouterr().err
@@ -159,7 +163,7 @@ def test_seg_stage_writes_an_adapted_segmentation_net(models_dir, frames_dir, tm
     shutil.copytree(out, resumed)
     assert adapt.main(_args(models_dir, frames_dir, resumed, 2)
                       + ['--set', 'seg_steps=5', '--resume']) == 0
-    assert 'on SR(decoded LR) and HR, from step 3' in capsys.readouterr().out
+    assert 'on SR(decoded LR), HR and decoded HR, from step 3' in capsys.readouterr().out
     assert load_checkpoint(os.path.join(resumed, 'seg_icnet.pt'))[1]['step'] == 5
 
 
@@ -187,6 +191,23 @@ def test_seg_step_lowers_the_distillation_loss_on_one_frame(models_dir, frames_d
     assert not any(p.requires_grad for p in seg.parameters())  # the teacher stays frozen
 
 
+def test_seg_step_learns_decoded_full_resolution_frames(models_dir, frames_dir):
+    cfg, device, sr, _, seg, pools = _one_frame_setup(
+        models_dir, frames_dir, ['seg_lr=3e-3', 'seg_hr_weight=0', 'seg_full_variants=2',
+                                 'jpeg_quality_max=40', 'h264_crf_min=34'])
+    full = adapt_seg.full_resolution_pools(pools, cfg, device)
+    assert full.lr_pools[0].shape == (1, 2) + tuple(pools.pools[0].shape[1:])
+    assert not torch.equal(full.lr_pools[0][:, 0], pools.pools[0])  # really went through a codec
+    off = adapt_seg.full_resolution_pools(pools, adapt.dataclasses.replace(cfg, seg_full_weight=0),
+                                          device)
+    assert off is None
+    student = adapt_seg.build_student(seg)
+    optimizer = common.build_optimizer(student.parameters(), 'adamw', cfg.seg_lr, 0.0)
+    kls = [float(adapt_seg.seg_step(student, seg, sr, optimizer, pools, cfg, device,
+                                    full)['kl_full'].detach()) for _ in range(10)]
+    assert np.mean(kls[-3:]) < np.mean(kls[:3])
+
+
 def test_seg_stage_leaves_a_foreign_network_as_it_is(capsys):
     foreign = SegModel(torch.nn.Conv2d(3, NUM_CLASSES, 1), 'torchscript', 'their.pt',
                        [f'c{i}' for i in range(NUM_CLASSES)],
@@ -204,3 +225,15 @@ def test_default_crop_is_the_whole_frame_up_to_1080p():
     for frame_hw, crop_hw in (((722, 1281), (720, 1280)), ((2160, 3840), (1080, 1920))):
         fitted = adapt.fit_crop(cfg, [np.zeros((1,) + frame_hw + (3,), np.uint8)])
         assert (fitted.crop_h, fitted.crop_w) == crop_hw
+
+
+def test_a_full_resolution_drop_is_announced():
+    before = {'agree_miou': 0.58, 'full_agree_miou_jpeg50': 0.865,
+              'full_agree_miou_h264crf28': 0.84}
+    worse = {'agree_miou': 0.64, 'full_agree_miou_jpeg50': 0.826,
+             'full_agree_miou_h264crf28': 0.835}
+    [warning] = adapt.full_resolution_warnings(before, worse)
+    assert 'full_agree_miou_jpeg50 0.8650 -> 0.8260' in warning and 'seg_steps=0' in warning
+    within = dict(worse, full_agree_miou_jpeg50=0.858)
+    assert adapt.full_resolution_warnings(before, within) == []
+    assert adapt.full_resolution_warnings({}, {}) == []  # no held-out frames: nothing to say
