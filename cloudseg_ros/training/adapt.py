@@ -45,7 +45,7 @@ from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as sav
 from . import common
 from .adapt_seg import adapt_segmentation, student_for
 from .augment import to_float_nchw
-from .codec_data import build_lr_variants, CodecRange, crop_to_scale
+from .codec_data import build_lr_variants, CodecRange, codec_range_of, crop_to_scale
 from .config import (add_common_args, config_dict, ConfigError, load_config, resolve_device,
                      seed_everything)
 from .datasets import group_by_size, load_frames
@@ -146,6 +146,7 @@ def build_config(args: argparse.Namespace) -> AdaptConfig:
             raise ConfigError(f'{key} must be >= 0, got {getattr(cfg, key)}')
     if cfg.seg_lr <= 0:
         raise ConfigError(f'seg_lr must be > 0, got {cfg.seg_lr}')
+    codec_range_of(cfg)  # codecs, quality ranges and x264 preset: fail before loading frames
     models = args.models or default_models_dir()
     if os.path.realpath(models) == os.path.realpath(args.out):
         raise ConfigError('--out must differ from the source models folder')
@@ -246,8 +247,10 @@ def build_holdout(frames: Sequence[np.ndarray], seg: SegModel, cfg: AdaptConfig,
 
 @torch.no_grad()
 def agreement(sr_net: nn.Module, seg: SegModel, holdout: Sequence[Holdout], cfg: AdaptConfig,
-              device: torch.device) -> Dict[str, float]:
-    """Agreement mIoU of seg(SR(decoded LR)) with seg(HR), and PSNR of SR, per eval codec."""
+              device: torch.device, full: bool = True) -> Dict[str, float]:
+    """Agreement mIoU of seg(SR(decoded LR)) with seg(HR), and PSNR of SR, per eval codec;
+    with `full`, also `full_resolution_agreement` (it depends on `seg` alone, so the SR stage,
+    which leaves `seg` as it is, skips it)."""
     if not holdout:
         return {}
     out: Dict[str, float] = {}
@@ -269,7 +272,7 @@ def agreement(sr_net: nn.Module, seg: SegModel, holdout: Sequence[Holdout], cfg:
         out['agree_miou' + suffix] = conf.mean_iou()
         out['psnr' + suffix] = float(torch.cat(psnr).mean())
     out['agree_miou'] = float(np.mean([v for k, v in out.items() if k.startswith('agree_')]))
-    return {**out, **full_resolution_agreement(seg, holdout, cfg, device)}
+    return {**out, **full_resolution_agreement(seg, holdout, cfg, device)} if full else out
 
 
 @torch.no_grad()
@@ -278,7 +281,7 @@ def full_resolution_agreement(seg: SegModel, holdout: Sequence[Holdout], cfg: Ad
     """Agreement mIoU of seg(decoded HR) with seg(HR) per eval codec (`full_agree_miou_*`:
     the robot at scale 1; kept out of `agree_miou`, which scores the SR path)."""
     out: Dict[str, float] = {}
-    for suffix in holdout[0].full:
+    for suffix in holdout[0].full if holdout else ():
         conf = RunningConfusion(seg.num_classes, None)
         for part in holdout:
             for i in range(0, len(part.hr), cfg.eval_batch):
@@ -386,7 +389,9 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
         frames = blend_frames(pools, cfg.blend_frames)
         blend = blend_to_psnr_budget(sr_net, base, frames, cfg.scale, cfg.final_max_drop_db,
                                      cfg.bf16, label='adapt')
-        metrics = agreement(sr_net, seg, holdout, cfg, device)
+        metrics = agreement(sr_net, seg, holdout, cfg, device, full=False)
+    # SR alone leaves the segmentation net, and so its full-resolution agreement, unchanged.
+    metrics = {**{k: v for k, v in before.items() if k.startswith('full_')}, **metrics}
     seg_state = common.LoopState()
     if student is not None:
         print(f'adapt: SR stage done: {_fmt(metrics)}', flush=True)
@@ -448,5 +453,5 @@ def _train(sr_net: nn.Module, base: nn.Module, seg: SegModel,
     metrics = common.run_loop(
         spec, state, optimizer,
         lambda step: train_step(sr_net, base, seg, optimizer, pools, lam, cfg, device),
-        lambda: agreement(sr_net, seg, holdout, cfg, device), checkpoint, 'adapt')
+        lambda: agreement(sr_net, seg, holdout, cfg, device, full=False), checkpoint, 'adapt')
     return {k: v for k, v in metrics.items() if not math.isnan(v)}

@@ -90,6 +90,10 @@ def test_output_is_a_complete_models_folder(adapted):
         assert 0.0 <= report[when]['agree_miou'] <= 1.0
         for suffix in ('_jpeg50', '_h264crf28'):  # the robot at scale 1, scored apart
             assert 0.0 <= report[when]['full_agree_miou' + suffix] <= 1.0
+    for suffix in ('_jpeg50', '_h264crf28'):  # SR alone (seg_steps=0) leaves the net as it was
+        key = 'full_agree_miou' + suffix
+        assert report['after'][key] == report['before'][key]
+    assert report['warnings'] == []
     assert report['blend_alpha'] is not None and report['psnr_drop_db'] is not None
 
 
@@ -138,7 +142,8 @@ def test_command_line_keys_cannot_be_set(models_dir, frames_dir, tmp_path, capsy
     args = _args(models_dir, models_dir, models_dir, 1)
     assert adapt.main(args) == 2
     for bad, said in (('seg_steps=-1', 'seg_steps must be >= 0'), ('seg_lr=0', 'seg_lr must be'),
-                      ('seg_full_weight=-1', 'seg_full_weight must be >= 0')):
+                      ('seg_full_weight=-1', 'seg_full_weight must be >= 0'),
+                      ('h264_preset=placebo2', "unknown x264 preset 'placebo2'")):
         args = _args(models_dir, frames_dir, str(tmp_path / 'o'), 1) + ['--set', bad]
         assert adapt.main(args) == 2
         assert said in capsys.readouterr().err
