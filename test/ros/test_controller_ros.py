@@ -91,7 +91,8 @@ def test_stats_stamped_hours_ahead_are_counted_not_fatal(launch, ros_node, spin_
     seqs = iter(range(1, 10_000))
     spin_until(lambda: report(next(seqs), 0), 1.0)  # a second of ordinary arrivals
     report(next(seqs), 20_000)  # used to end the controller with an OverflowError
-    assert spin_until(lambda: report(next(seqs), 0) or states[-1].inputs_rejected >= 1, 10.0), \
+    assert spin_until(lambda: report(next(seqs), 0) or bool(states)
+                      and states[-1].inputs_rejected >= 1, 10.0), \
         controller.log()
     assert controller.alive(), controller.log()
     assert 'clocks not synchronised' in controller.log()
@@ -120,7 +121,10 @@ def test_restarted_edge_gets_its_configuration_again(launch, ros_node, spin_unti
     assert params.wait_ready(10.0), edge.log()
     assert spin_until(edge_retuned, 20.0), controller.log() + edge.log()
     # The state is what the new edge runs, read back from it.
-    assert spin_until(lambda: states[-1].edge_in_sync and states[-1].scale == 4, 10.0), \
+    # The state may not have arrived yet when the edge is retuned (the spin above waited on
+    # parameters): wait for it rather than index an empty list.
+    assert spin_until(lambda: bool(states) and states[-1].edge_in_sync
+                      and states[-1].scale == 4, 10.0), \
         controller.log()
 
 
