@@ -46,6 +46,7 @@ from .config import ConfigError, config_dict, run_training_command, seed_everyth
 from .datasets import SegSplit, load_seg_split, split_by_sequence
 from .losses import cascade_ce_loss, class_weights, seg_kl_loss
 from .seg_unlabeled import UnlabeledData, load_unlabeled, unlabeled_batch
+from .style_aug import MixStyle, mixstyle_layers, random_convolution
 
 
 @dataclass
@@ -72,6 +73,8 @@ class SegTrainConfig:
     channel_gain: float = 0.0  # per-channel (white balance) gain range 1 +- channel_gain
     gamma: float = 0.0  # tone curve x ** g, log g ~ U(-gamma, gamma)
     cutmix_prob: float = 0.0  # labelled samples that get a box of another sample pasted in
+    randconv_prob: float = 0.0  # samples whose views go through a random convolution (style_aug)
+    mixstyle_prob: float = 0.0  # batches whose early features get another sample's statistics
     batch_size: int = 16
     steps: int = 20000
     time_budget_s: float = 0.0  # stop (with the LR schedule compressed to fit) after this; 0: off
@@ -150,7 +153,8 @@ def _degraded_views(train: SegSplit, cfg: SegTrainConfig) -> np.ndarray:
 
 # Ranges of the drive-generalisation options: name -> (low, high), both inclusive.
 AUGMENT_RANGES = {'cutmix_prob': (0.0, 1.0), 'channel_gain': (0.0, 0.9), 'gamma': (0.0, 2.0),
-                  'degraded_ce_weight': (0.0, 4.0)}
+                  'degraded_ce_weight': (0.0, 4.0), 'randconv_prob': (0.0, 1.0),
+                  'mixstyle_prob': (0.0, 1.0)}
 
 
 def check_augment(cfg: SegTrainConfig) -> None:
@@ -210,6 +214,9 @@ def _augmented_views(images: torch.Tensor, degraded: torch.Tensor, labels: torch
     if cfg.channel_gain > 0 or cfg.gamma > 0:
         clean, degraded = color_cast(torch.stack([clean, degraded], 1), cfg.channel_gain,
                                      cfg.gamma).unbind(1)
+    if cfg.randconv_prob > 0:
+        clean, degraded = random_convolution(torch.stack([clean, degraded], 1),
+                                             cfg.randconv_prob).unbind(1)
     if mix:
         (clean, degraded), y = cutmix([clean, degraded], y, cfg.cutmix_prob)
     degraded = blur_and_noise(degraded, cfg.blur_prob, cfg.max_blur_sigma, cfg.noise_prob,
@@ -269,10 +276,24 @@ def label_loss(logits: torch.Tensor, aux: List[torch.Tensor], y: torch.Tensor, d
     return (clean + weight * ce(slice(batch, 2 * batch))) / (1.0 + weight)
 
 
+def _row_blocks(data: SegData, cfg: SegTrainConfig) -> List[Tuple[int, int]]:
+    """The batch layout as MixStyle's (samples, views) blocks (see `_views_batch`)."""
+    if data.degraded is None:
+        return [(cfg.batch_size, 1)]
+    blocks = [(cfg.batch_size, 2)]
+    if data.unlabeled is not None:
+        blocks.append((cfg.unlabeled_batch, 2))
+    return blocks
+
+
 def train_step(forward_train, model: nn.Module, optimizer: torch.optim.Optimizer,
                data: SegData, cfg: SegTrainConfig, device: torch.device,
-               generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
-    """One optimiser step on a freshly augmented batch; returns {'loss': tensor}."""
+               generator: Optional[torch.Generator] = None,
+               mixer: Optional[MixStyle] = None) -> Dict[str, torch.Tensor]:
+    """One optimiser step on a freshly augmented batch; returns {'loss': tensor}.
+
+    `mixer`: MixStyle hooks on the model, told the batch layout before the forward.
+    """
     idx = torch.randint(0, data.images.shape[0], (cfg.batch_size,), device=device,
                         generator=generator)
     if data.degraded is not None:
@@ -283,10 +304,14 @@ def train_step(forward_train, model: nn.Module, optimizer: torch.optim.Optimizer
                            data.ignore_index, generator)
         if cfg.channel_gain > 0 or cfg.gamma > 0:
             x = color_cast(x, cfg.channel_gain, cfg.gamma, generator)
+        if cfg.randconv_prob > 0:
+            x = random_convolution(x.unsqueeze(1), cfg.randconv_prob, generator=generator)[:, 0]
         (x,), y = cutmix([x], y, cfg.cutmix_prob, generator)
         x = x.contiguous(memory_format=torch.channels_last)
     if not cfg.channels_last:
         x = x.contiguous()
+    if mixer is not None:
+        mixer.next_batch(_row_blocks(data, cfg), device)
     with common.autocast(device, cfg.bf16):
         logits, aux = forward_train(x)
     loss = label_loss(logits, aux, y, data, cfg, idx.shape[0])
@@ -400,9 +425,12 @@ def run(cfg: SegTrainConfig, out_dir: str, device: torch.device, resume: bool) -
     forward_train = common.maybe_compile(model.forward_train, cfg.compile, device)
     ema = common.WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     scored = ema.model if ema is not None else model  # what is evaluated and saved
+    # Hooked after the EMA copy: only the trained net mixes styles (and only in train mode).
+    mixer = (MixStyle(mixstyle_layers(model), cfg.mixstyle_prob) if cfg.mixstyle_prob > 0
+             else None)
 
     def step_fn(step: int) -> Dict[str, torch.Tensor]:
-        out = train_step(forward_train, model, optimizer, data, cfg, device)
+        out = train_step(forward_train, model, optimizer, data, cfg, device, mixer=mixer)
         if ema is not None:
             ema.update()
         return out

@@ -167,7 +167,8 @@ def test_cutmix_moves_the_same_box_in_every_view_and_the_labels():
 
 
 @pytest.mark.parametrize('override', ['cutmix_prob=1.5', 'channel_gain=-0.1', 'gamma=3',
-                                      'degraded_ce_weight=-1', 'head_stride=2'])
+                                      'degraded_ce_weight=-1', 'head_stride=2',
+                                      'randconv_prob=1.1', 'mixstyle_prob=-0.5'])
 def test_train_seg_refuses_augmentation_out_of_range(override, capsys, tmp_path):
     assert train_seg_main(['--out', str(tmp_path), '--device', 'cpu', '--set', override]) == 2
     assert override.split('=')[0] in capsys.readouterr().err
@@ -334,6 +335,18 @@ def test_train_seg_checkpoints_and_resume(camvid, tmp_path):
     assert state['step'] == 4 and state['optimizer']['state']
 
 
+def test_train_seg_style_randomisation_on_clean_training(camvid, tmp_path):
+    """RandConv and MixStyle also run without degraded views (one view per sample)."""
+    out = str(tmp_path / 'seg')
+    assert train_seg_main(['--out', out, '--device', 'cpu', '--set', f'data={camvid}',
+                           '--set', 'width=8', '--set', 'batch_size=2', '--set', 'crop_h=32',
+                           '--set', 'crop_w=32', '--set', 'steps=2', '--set', 'eval_every=2',
+                           '--set', 'degrade_variants=0', '--set', 'randconv_prob=1',
+                           '--set', 'mixstyle_prob=1']) == 0
+    _, ckpt = load_checkpoint(os.path.join(out, 'last.pt'))
+    assert ckpt['train_config']['mixstyle_prob'] == 1.0
+
+
 def _sr_seg_finetune(camvid, tmp_path, scale, patch, crop_hw, extra=()):
     """train-sr, train-seg and finetune-sr on tiny nets; returns the three output folders."""
     from cloudseg_ros.training import finetune_sr, train_seg, train_sr
@@ -374,7 +387,8 @@ def test_train_seg_robust_recipe_with_held_out_drive(camvid, tmp_path):
                            '--set', 'crop_w=32', '--set', 'steps=3', '--set', 'eval_every=3',
                            '--set', 'degrade_variants=2', '--set', 'ema_decay=0.9',
                            '--set', 'holdout_sequences=B', '--set', 'cutmix_prob=0.5',
-                           '--set', 'channel_gain=0.2', '--set', 'gamma=0.3']) == 0
+                           '--set', 'channel_gain=0.2', '--set', 'gamma=0.3',
+                           '--set', 'randconv_prob=0.5', '--set', 'mixstyle_prob=1']) == 0
     _, ckpt = load_checkpoint(os.path.join(out, 'best.pt'))
     metrics = ckpt['metrics']
     assert {'miou', 'holdout_miou', 'agree_jpeg50'} <= set(metrics)
@@ -417,7 +431,8 @@ def test_train_seg_with_unlabeled_camera_frames(camvid, tmp_path):
             '--set', 'batch_size=2', '--set', 'crop_h=32', '--set', 'crop_w=32',
             '--set', 'steps=2', '--set', 'eval_every=2', '--set', 'degrade_variants=1',
             '--set', f'unlabeled={folder}', '--set', 'unlabeled_batch=2',
-            '--set', 'unlabeled_variants=2', '--set', 'unlabeled_train_frac=0.6']
+            '--set', 'unlabeled_variants=2', '--set', 'unlabeled_train_frac=0.6',
+            '--set', 'mixstyle_prob=1', '--set', 'randconv_prob=1']
     assert train_seg_main(args) == 0
     _, ckpt = load_checkpoint(os.path.join(out, 'last.pt'))
     assert 0.0 <= ckpt['metrics']['unlabeled_agree_jpeg50'] <= 1.0
