@@ -43,6 +43,9 @@ class EngineConfig:
 
     seg_checkpoint: str  # ICNet checkpoint (models/seg_icnet.pt), or TorchScript / .pt2 + YAML
     sr_checkpoints: Dict[int, str] = field(default_factory=dict)  # scale -> CARN checkpoint
+    # scale -> a segmentation net for frames sent at that scale (`cloudseg adapt` writes one
+    # tuned to its SR output); every other scale, 1 included, uses seg_checkpoint.
+    seg_scale_checkpoints: Dict[int, str] = field(default_factory=dict)
     sr_mode: str = 'model'  # 'model': CARN per scale; 'bilinear': plain resize (baseline)
     device: str = 'auto'  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
     precision: str = 'auto'  # 'auto' (bf16 on CUDA, fp32 on CPU), 'bf16', 'fp16', 'fp32'
@@ -180,6 +183,9 @@ class SegEngine:
         self.class_names: List[str] = self.seg_model.class_names
         self.colors: np.ndarray = self.seg_model.colors  # uint8 (num_classes, 3) RGB
         self.ignore_index = self.seg_model.ignore_index  # the labels' void id
+        self.seg_scale_models: Dict[int, SegModel] = {
+            int(scale): self._load_scale_seg(int(scale), path)
+            for scale, path in sorted(config.seg_scale_checkpoints.items())}
         self.overlays_on_device = overlays_on_device(config.overlay, self.device)
         self._palette = torch.tensor(np.asarray(self.colors, np.uint8), device=self.device)
         self.sr_models: Dict[int, nn.Module] = {}
@@ -287,6 +293,18 @@ class SegEngine:
                       'and torch.export programs)', path)
         return seg
 
+    def _load_scale_seg(self, scale: int, path: str) -> SegModel:
+        """A segmentation net for one SR scale; it must label the classes of the main one."""
+        if scale not in ALL_SCALES or scale == 1:
+            raise EngineError(f'{path}: a per-scale segmentation net needs a scale in 2..4, '
+                              f'got {scale}')
+        seg = self._load_seg(path)
+        if seg.class_names != self.class_names:
+            raise EngineError(f'{path} labels {seg.class_names}, but '
+                              f'{self.config.seg_checkpoint} labels {self.class_names}: one '
+                              f'mask stream cannot mix them')
+        return seg
+
     def _load(self, path: str, model_type: str, scale: Optional[int] = None) -> nn.Module:
         """Load a checkpoint onto the device; CheckpointError (missing/corrupt) passes through."""
         model, ckpt = load_checkpoint(path)
@@ -367,11 +385,12 @@ class SegEngine:
     def _seg(self, hr: torch.Tensor, lr: torch.Tensor, scale: int,
              pyramid_reuse: bool) -> torch.Tensor:
         """(B, 3, H, W) -> class ids uint8 (B, H, W); ICNet reuses the LR frame as a level."""
+        seg_model = self.seg_scale_models.get(scale, self.seg_model)
         pyramid = None
-        if self.seg_model.supports_pyramid and pyramid_reuse and scale in PYRAMID_FACTORS:
+        if seg_model.supports_pyramid and pyramid_reuse and scale in PYRAMID_FACTORS:
             pyramid = {scale: lr}
         try:
-            logits = self.seg_model(hr, pyramid)  # (B, 3, H, W) -> (B, K, H, W)
+            logits = seg_model(hr, pyramid)  # (B, 3, H, W) -> (B, K, H, W)
         except SegModelError as exc:  # a foreign network misbehaved on this input
             raise EngineError(str(exc)) from exc
         return logits.argmax(dim=1).to(torch.uint8)

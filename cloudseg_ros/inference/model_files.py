@@ -37,6 +37,25 @@ def seg_checkpoint(models_dir: Optional[str] = None) -> str:
     return os.path.join(models_dir or default_models_dir(), SEG_FILE)
 
 
+def seg_scale_file(scale: int) -> str:
+    """File name of a segmentation net adapted to the SR output of one scale."""
+    return f'seg_icnet_x{scale}.pt'
+
+
+def seg_scale_checkpoints(models_dir: str, seg_model: Optional[str] = None,
+                          sr_variant: str = 'aware', scales=(2, 3, 4)) -> Dict[int, str]:
+    """{scale: path} of the per-scale segmentation nets in `models_dir` (`cloudseg adapt`
+    writes them), for frames that the cloud super-resolves.
+
+    None when a segmentation model is named explicitly (the folder's nets were adapted from
+    another one) or when SR is bilinear (they were tuned to the folder's SR output).
+    """
+    if seg_model or sr_variant == 'bilinear':
+        return {}
+    found = {s: os.path.join(models_dir, seg_scale_file(s)) for s in scales}
+    return {s: p for s, p in found.items() if os.path.isfile(p)}
+
+
 def write_tiny_models(folder: str, scales: Sequence[int] = (2, 4),
                       variants: Sequence[str] = ('aware',), seed: int = 0) -> str:
     """Random-init ICNet and CARN-M at test widths under the shipped names; returns `folder`.

@@ -32,7 +32,8 @@ PARAMS = (
     ParamSpec('server_pool_lease_s', 2.0,
               'Seconds without a heartbeat after which a pool server is taken as lost.',
               0.5, 60.0, read_only=True),
-    ParamSpec('models_dir', '', "Folder of the weights ('' = the package's models/).",
+    ParamSpec('models_dir', '', "Folder of the weights ('' = the package's models/); a "
+              "seg_icnet_x{S}.pt there (cloudseg adapt) segments the frames sent at scale S.",
               read_only=True),
     ParamSpec('seg_model', '',
               'Segmentation model file: our ICNet checkpoint, or a TorchScript / torch.export '
@@ -136,6 +137,8 @@ def engine_configs(values, settings: CloudSettings) -> List[EngineConfig]:
     return [EngineConfig(
         seg_checkpoint=values['seg_model'] or model_files.seg_checkpoint(models_dir),
         sr_checkpoints=model_files.sr_checkpoints(models_dir, values['sr_variant']),
+        seg_scale_checkpoints=model_files.seg_scale_checkpoints(
+            models_dir, values['seg_model'], values['sr_variant']),
         sr_mode='bilinear' if values['sr_variant'] == 'bilinear' else 'model',
         device=device.strip(), precision=values['precision'],
         pyramid_reuse=settings.pyramid_reuse, cuda_graphs=values['cuda_graphs'],

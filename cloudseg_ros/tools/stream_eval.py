@@ -235,12 +235,14 @@ class ModelEngineFactory:
         self.device = device
         self.precision = precision
         self.loaded: Dict[CloudVariant, Dict[int, str]] = {}  # scale -> file id (0: seg)
+        self.loaded_scale_segs: Dict[CloudVariant, Dict[int, str]] = {}  # scale -> file id
         self._engines: Dict[CloudVariant, Any] = {}
 
     def __call__(self, variant: CloudVariant) -> Any:
         """A new engine for `variant` (missing SR scales are left out)."""
         from cloudseg_ros.inference.engine import EngineConfig, SegEngine
-        from cloudseg_ros.inference.model_files import seg_checkpoint, sr_checkpoints
+        from cloudseg_ros.inference.model_files import (seg_checkpoint, seg_scale_checkpoints,
+                                                        sr_checkpoints)
         from cloudseg_ros.inference.seg_models import sidecar_yaml
         seg = self.seg_model or seg_checkpoint(self.models_dir)
         srs = sr_checkpoints(self.models_dir, variant.sr)
@@ -248,8 +250,10 @@ class ModelEngineFactory:
         if os.path.isfile(sidecar_yaml(seg)):  # its YAML (normalisation, ...) shapes masks too
             seg_id += ' + ' + _file_id(sidecar_yaml(seg))
         self.loaded[variant] = {0: seg_id, **{s: _file_id(p) for s, p in srs.items()}}
+        scale_segs = seg_scale_checkpoints(self.models_dir, self.seg_model, variant.sr)
+        self.loaded_scale_segs[variant] = {s: _file_id(p) for s, p in scale_segs.items()}
         config = EngineConfig(
-            seg_checkpoint=seg, sr_checkpoints=srs,
+            seg_checkpoint=seg, sr_checkpoints=srs, seg_scale_checkpoints=scale_segs,
             sr_mode='bilinear' if variant.sr == 'bilinear' else 'model', device=self.device,
             precision=self.precision, pyramid_reuse=variant.pyramid_reuse,
             warmup=False)  # nothing here is timed, so a warm-up would only cost time
@@ -263,6 +267,8 @@ class ModelEngineFactory:
         parts = [self.loaded[variant][0], str(engine.device.type), str(engine.dtype)]
         if scale != 1:
             parts += [variant.name, self.loaded[variant].get(scale, 'bilinear')]
+            if scale in self.loaded_scale_segs[variant]:
+                parts.append(self.loaded_scale_segs[variant][scale])
         return '|'.join(parts)
 
     def describe(self) -> Dict[str, Any]:
@@ -272,6 +278,8 @@ class ModelEngineFactory:
             meta['seg'] = files[0]
             if variant.sr != 'bilinear':
                 meta[variant.name] = {f'x{s}': f for s, f in files.items() if s}
+            for s, f in self.loaded_scale_segs[variant].items():
+                meta.setdefault('seg_per_scale', {})[f'x{s}'] = f
         return meta
 
 

@@ -15,8 +15,11 @@ original net's HR prediction as its teacher (`adapt_seg`; our ICNet only: anothe
 left as it is).
 
 --out becomes a complete models folder (usable as `--models` and as the cloud's models_dir):
-the segmentation model (adapted, or copied), the adapted `sr_carnm_x{S}_aware.pt`, every other
-SR file of the source folder unchanged, and `adapt.json`. Training state lives in
+the original segmentation model, the adapted one as `seg_icnet_x{S}.pt` (used for frames sent
+at scale S only, so full-resolution robots keep the original's accuracy; a net given by
+`--seg-model` under another name is replaced by its adapted copy instead), the adapted
+`sr_carnm_x{S}_aware.pt`, every other SR file of the source folder unchanged, and
+`adapt.json`. Training state lives in
 `<out>/.adapt_work` for --resume.
 
     cloudseg adapt --input robot_cam.mp4 --scale 4 --out models_robot \
@@ -308,22 +311,37 @@ def export_models(out_dir: str, sr_net: nn.Module, cfg: AdaptConfig, step: int,
     written = [adapted]
     save_net(os.path.join(out_dir, adapted), sr_net, 'carn', None, step, metrics,
              config_dict(cfg), cfg.half_weights)
-    for path in sorted(glob.glob(os.path.join(source, 'sr_carnm_x*.pt'))):
-        if os.path.basename(path) != adapted:
+    # Other scales' SR nets, and segmentation nets adapted to them earlier, stay as they were.
+    for path in sorted(glob.glob(os.path.join(source, 'sr_carnm_x*.pt'))
+                       + glob.glob(os.path.join(source, model_files.seg_scale_file('*')))):
+        if os.path.basename(path) not in (adapted, adapted_seg_file(cfg)):
             shutil.copy2(path, out_dir)
             written.append(os.path.basename(path))
+    replaced = None
     if seg_net is not None:  # stored as float16, like the shipped net
-        name = os.path.basename(cfg.seg_checkpoint)
+        name = adapted_seg_file(cfg)
         save_net(os.path.join(out_dir, name), seg_net.module, 'icnet', None, seg_step, metrics,
                  config_dict(cfg), True)
         written.append(name)
+        replaced = name if name == os.path.basename(cfg.seg_checkpoint) else None
     for path in (cfg.seg_checkpoint, sidecar_yaml(cfg.seg_checkpoint)):
-        if seg_net is not None and path == cfg.seg_checkpoint:
-            continue
-        if os.path.isfile(path):
+        if os.path.isfile(path) and os.path.basename(path) != replaced:
             shutil.copy2(path, out_dir)
             written.append(os.path.basename(path))
     return written
+
+
+def adapted_seg_file(cfg: AdaptConfig) -> str:
+    """Where the adapted segmentation net goes in the output folder.
+
+    Adapted from the folder's `seg_icnet.pt`: beside it as `seg_icnet_x{S}.pt`, which the cloud
+    and bench-stream use for frames sent at scale S only, so robots sending full resolution (or
+    another scale) keep the original net and its accuracy. Adapted from a net named otherwise
+    (`--seg-model`): under that name, replacing it (give it to the cloud as `seg_model`).
+    """
+    if os.path.basename(cfg.seg_checkpoint) == model_files.SEG_FILE:
+        return model_files.seg_scale_file(cfg.scale)
+    return os.path.basename(cfg.seg_checkpoint)
 
 
 def write_report(out_dir: str, report: Dict[str, object]) -> None:
@@ -402,6 +420,7 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
         metrics, seg_state = adapt_segmentation(
             student, seg, sr_net, pools, lambda: agreement(sr_net, student, holdout, cfg, device),
             cfg, device, work, resume)
+        metrics = full_resolution_as_served(metrics, before, cfg)
     metrics = {**metrics, **blend, 'lambda': lam.value}
     warnings = full_resolution_warnings(before, metrics)
     for warning in warnings:
@@ -421,6 +440,21 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
           f' {seg_state.step} steps in {seg_state.elapsed_s:.0f}s); after: {_fmt(metrics)}'
           f' (before: {_fmt(before)}); wrote {out_dir}', flush=True)
     return 0
+
+
+def full_resolution_as_served(metrics: Dict[str, float], before: Dict[str, float],
+                              cfg: AdaptConfig) -> Dict[str, float]:
+    """The held-out metrics of what the output folder serves at full resolution.
+
+    When the adapted net goes beside the original (`seg_icnet_x{S}.pt`), full-resolution frames
+    keep the original net: its scores stay, and the adapted net's own are reported apart
+    (`adapted_net_full_agree_miou_*`) for anyone who would use it at scale 1.
+    """
+    if adapted_seg_file(cfg) == os.path.basename(cfg.seg_checkpoint):
+        return metrics
+    out = {('adapted_net_' + k if k.startswith('full_') else k): v for k, v in metrics.items()}
+    out.update({k: v for k, v in before.items() if k.startswith('full_')})
+    return out
 
 
 def full_resolution_warnings(before: Dict[str, float], after: Dict[str, float],

@@ -101,7 +101,7 @@ def _assert_runs_in_the_engine(folder):
     engine = SegEngine(EngineConfig(
         seg_checkpoint=model_files.seg_checkpoint(folder),
         sr_checkpoints=model_files.sr_checkpoints(folder, 'aware'), device='cpu',
-        warmup=False))
+        seg_scale_checkpoints=model_files.seg_scale_checkpoints(folder), warmup=False))
     assert engine.supported_scales() == [1, 2]
     lr = np.random.default_rng(1).integers(0, 256, (H // 2, W // 2, 3), dtype=np.uint8)
     mask = engine.process([EngineInput(lr, 2, (W, H))])[0].mask
@@ -154,22 +154,30 @@ def test_seg_stage_writes_an_adapted_segmentation_net(models_dir, frames_dir, tm
     out = str(tmp_path / 'with_seg')
     assert adapt.main(_args(models_dir, frames_dir, out, 2) + ['--set', 'seg_steps=3']) == 0
     source, _ = load_checkpoint(os.path.join(models_dir, 'seg_icnet.pt'))
-    adapted_net, ckpt = load_checkpoint(os.path.join(out, 'seg_icnet.pt'))
+    adapted_net, ckpt = load_checkpoint(os.path.join(out, 'seg_icnet_x2.pt'))
     assert ckpt['model_type'] == 'icnet' and ckpt['step'] == 3
     changed = [k for k, v in adapted_net.state_dict().items()
                if v.is_floating_point() and not torch.allclose(v, source.state_dict()[k])]
     assert changed, 'the segmentation stage left every weight as it was'
+    with open(os.path.join(models_dir, 'seg_icnet.pt'), 'rb') as a, \
+            open(os.path.join(out, 'seg_icnet.pt'), 'rb') as b:
+        assert a.read() == b.read(), 'full-resolution frames must keep the original net'
     with open(os.path.join(out, 'adapt.json')) as f:
         report = json.load(f)
     assert report['seg_adapted'] and report['seg_steps'] == 3 and report['steps'] == 2
     assert 0.0 <= report['after']['agree_miou'] <= 1.0
+    after, before = report['after'], report['before']
+    full = [k for k in before if k.startswith('full_agree_miou')]
+    assert full and all(after[k] == before[k] for k in full)  # what scale 1 is served with
+    assert all(0.0 <= after['adapted_net_' + k] <= 1.0 for k in full)
+    assert 'seg_icnet_x2.pt' in report['files'] and not report['warnings']
     _assert_runs_in_the_engine(out)
     resumed = str(tmp_path / 'resumed')
     shutil.copytree(out, resumed)
     assert adapt.main(_args(models_dir, frames_dir, resumed, 2)
                       + ['--set', 'seg_steps=5', '--resume']) == 0
     assert 'on SR(decoded LR), HR and decoded HR, from step 3' in capsys.readouterr().out
-    assert load_checkpoint(os.path.join(resumed, 'seg_icnet.pt'))[1]['step'] == 5
+    assert load_checkpoint(os.path.join(resumed, 'seg_icnet_x2.pt'))[1]['step'] == 5
 
 
 def _one_frame_setup(models_dir, frames_dir, sets):
@@ -242,3 +250,17 @@ def test_a_full_resolution_drop_is_announced():
     within = dict(worse, full_agree_miou_jpeg50=0.858)
     assert adapt.full_resolution_warnings(before, within) == []
     assert adapt.full_resolution_warnings({}, {}) == []  # no held-out frames: nothing to say
+
+
+def test_adapted_net_goes_beside_the_shipped_name_and_replaces_another():
+    shipped = adapt.AdaptConfig(scale=4, seg_checkpoint='/m/seg_icnet.pt')
+    assert adapt.adapted_seg_file(shipped) == 'seg_icnet_x4.pt'
+    custom = adapt.AdaptConfig(scale=4, seg_checkpoint='/m/mynet.pt')
+    assert adapt.adapted_seg_file(custom) == 'mynet.pt'
+    before = {'agree_miou': 0.5, 'full_agree_miou_jpeg50': 0.9}
+    after = {'agree_miou': 0.6, 'full_agree_miou_jpeg50': 0.8}
+    served = adapt.full_resolution_as_served(after, before, shipped)
+    assert served == {'agree_miou': 0.6, 'full_agree_miou_jpeg50': 0.9,
+                      'adapted_net_full_agree_miou_jpeg50': 0.8}
+    assert adapt.full_resolution_as_served(after, before, custom) == after
+    assert adapt.full_resolution_warnings(before, after)  # the replaced net is announced

@@ -220,3 +220,26 @@ def test_engine_overlays_match_the_cpu_blend_and_only_where_asked(checkpoints):
     assert auto.process([EngineInput(lr, 4, (128, 96), overlay_alpha=0.6)])[0].overlay is None
     with pytest.raises(EngineError, match='overlay_alpha'):
         engine.process([EngineInput(lr, 4, (128, 96), overlay_alpha=1.5)])
+
+
+def test_a_per_scale_segmentation_net_serves_its_scale_only(checkpoints, tmp_path):
+    torch.manual_seed(7)  # other weights, same classes
+    other = str(save_checkpoint(tmp_path / 'seg_x2.pt', build_model(
+        'icnet', {'num_classes': NUM_CLASSES, 'width': 4, 'low_blocks': 1}), 'icnet'))
+    plain = make_engine(checkpoints)
+    routed = make_engine(checkpoints, seg_scale_checkpoints={2: other})
+    x2 = EngineInput(frame(24, 32, 1), 2, (64, 48))
+    x4 = EngineInput(frame(12, 16, 2), 4, (64, 48))
+    full = EngineInput(frame(48, 64, 3), 1, (64, 48))
+    a, b = plain.process([x2, x4, full]), routed.process([x2, x4, full])
+    assert not np.array_equal(a[0].mask, b[0].mask)  # x2 goes through the other net
+    assert np.array_equal(a[1].mask, b[1].mask) and np.array_equal(a[2].mask, b[2].mask)
+
+
+def test_a_per_scale_segmentation_net_must_match_the_classes(checkpoints, tmp_path):
+    other = str(save_checkpoint(tmp_path / 'seg_x2.pt', build_model(
+        'icnet', {'num_classes': NUM_CLASSES + 1, 'width': 4, 'low_blocks': 1}), 'icnet'))
+    with pytest.raises(EngineError, match='cannot mix'):
+        make_engine(checkpoints, seg_scale_checkpoints={2: other})
+    with pytest.raises(EngineError, match='scale in 2..4'):
+        make_engine(checkpoints, seg_scale_checkpoints={1: checkpoints[0]})

@@ -366,3 +366,22 @@ def test_bench_stream_json_has_the_exact_keys(tmp_path, tiny_models_x3, camvid_l
     assert set(paper['kbps']) == {'full', 'downsample', 'cloudseg'}
     assert set(paper['ratios']) == {'full/cloudseg', 'downsample/cloudseg'}
     assert set(document['summary']['agreement_criterion']['kbps']) == {'full', 'cloudseg'}
+
+
+def test_engine_factory_serves_a_per_scale_segmentation_net(tiny_models, tmp_path):
+    """`cloudseg adapt`'s seg_icnet_x2.pt serves SR'd x2 frames; its hash keys the masks."""
+    from cloudseg_ros.inference.model_files import seg_scale_file, SEG_FILE
+    from cloudseg_ros.tools.stream_eval import CloudVariant, ModelEngineFactory
+    folder = tmp_path / 'models'
+    shutil.copytree(tiny_models, folder)
+    shutil.copy(folder / SEG_FILE, folder / seg_scale_file(2))
+    factory = ModelEngineFactory(str(folder), device='cpu')
+    aware, bilinear = CloudVariant('aware', True), CloudVariant('bilinear', False)
+    assert sorted(factory(aware).seg_scale_models) == [2]
+    assert factory(bilinear).seg_scale_models == {}  # tuned to the folder's SR, not bilinear
+    assert seg_scale_file(2) in factory.identity(aware, 2)
+    assert seg_scale_file(2) not in factory.identity(aware, 4)
+    assert seg_scale_file(2) not in factory.identity(aware, 1)
+    assert factory.describe()['seg_per_scale']['x2'].startswith(seg_scale_file(2))
+    named = ModelEngineFactory(str(folder), device='cpu', seg_model=str(folder / SEG_FILE))
+    assert named(aware).seg_scale_models == {}  # an explicit net: the folder's are not its
