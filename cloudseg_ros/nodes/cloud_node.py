@@ -118,8 +118,10 @@ class CloudNode(ManagedNode):
         self.get_logger().info(
             f"cloud: serving {', '.join(self._streams)}; {len(engines)} engine(s) on "
             f"{values['device']}; SR '{values['sr_variant']}' for scales "
-            f'{engines[0].supported_scales()}; pyramid reuse {self.settings.pyramid_reuse}; '
-            f'batch <= {self.settings.max_batch} within {self.settings.max_batch_wait_ms} ms')
+            f'{engines[0].supported_scales()}; adapted segmentation for scales '
+            f'{sorted(engines[0].seg_scale_models) or "none"}; pyramid reuse '
+            f'{self.settings.pyramid_reuse}; batch <= {self.settings.max_batch} within '
+            f'{self.settings.max_batch_wait_ms} ms')
 
     def release(self) -> None:
         """Stop the inference, decoding and output threads, close the zenoh link."""

@@ -1,4 +1,6 @@
-"""The cloud's robot list: validated before robots join or leave."""
+"""The cloud's parameters: robot lists and pools validated, models_dir turned into engines."""
+import os
+
 import pytest
 
 from cloudseg_ros.ros.cloud_params import check_namespaces
@@ -39,3 +41,18 @@ def test_bad_server_pools_are_refused_with_a_reason(values, reason):
         check_server_pool(values)
     check_server_pool({'server_pool': 'fleet_a', 'uplink_transport': 'dds'})
     check_server_pool({'server_pool': ''})
+
+
+@pytest.mark.parametrize('changes, expected', [
+    ({}, {2: 'seg_icnet_x2.pt'}),
+    ({'sr_variant': 'bilinear'}, {}),  # tuned to the folder's SR output, not to bilinear
+    ({'seg_model': 'other.pt'}, {}),  # adapted from the folder's net, not from this one
+])
+def test_models_dir_per_scale_segmentation_nets_reach_the_engine(tmp_path, changes, expected):
+    from cloudseg_ros.ros.cloud_params import CloudSettings, engine_configs, PARAMS
+    for name in ('seg_icnet.pt', 'seg_icnet_x2.pt', 'sr_carnm_x2_aware.pt'):
+        (tmp_path / name).write_bytes(b'')
+    values = {spec.name: spec.default for spec in PARAMS}
+    values.update(models_dir=str(tmp_path), **changes)
+    (config,) = engine_configs(values, CloudSettings.from_values(values))
+    assert {s: os.path.basename(p) for s, p in config.seg_scale_checkpoints.items()} == expected
