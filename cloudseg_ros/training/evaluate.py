@@ -7,7 +7,8 @@ scale, as the cloud does) and without it ('<name>_nopyr'). Each method gets data
 and per-class IoU against the labels, agreement mIoU against the HR prediction, and mean
 PSNR/SSIM against HR (all from `core.metrics`). `--seg-model` evaluates another segmentation
 network (TorchScript / torch.export + YAML, see `inference.seg_models`); only ICNet takes the
-pyramid, so other models get no '<name>_nopyr' rows.
+pyramid, so other models get no '<name>_nopyr' rows. A folder made by `cloudseg adapt` holds
+`seg_icnet_x{S}.pt`: the SR rows are segmented with it, as the cloud does.
 
     cloudseg eval --data ../shared/data/camvid11 --split val --scale 4 --json out/eval_x4.json \
         --md out/eval_x4.md --plot out/eval_x4.png
@@ -25,7 +26,8 @@ import torch
 
 from cloudseg_ros.core import imageops
 from cloudseg_ros.core.metrics import RunningConfusion, psnr, ssim
-from cloudseg_ros.inference.model_files import default_models_dir, seg_checkpoint, sr_file
+from cloudseg_ros.inference.model_files import (default_models_dir, seg_checkpoint,
+                                                seg_scale_checkpoints, sr_file)
 from cloudseg_ros.inference.seg_models import load_seg_model, SegModel
 from cloudseg_ros.nets.checkpoint import CheckpointError, load_checkpoint
 from cloudseg_ros.nets.icnet import PYRAMID_FACTORS
@@ -113,22 +115,27 @@ def _predict(seg_fn: SegFn, images: np.ndarray, pyramid_lr: Optional[np.ndarray]
 
 def evaluate_split(split: SegSplit, scale: int, seg_fn: SegFn, sr_fns: Dict[str, SrFn],
                    device: torch.device, batch: int = 4, progress: Optional[Progress] = None,
-                   pyramid_reuse: bool = True) -> Dict[str, object]:
+                   pyramid_reuse: bool = True, sr_seg_fn: Optional[SegFn] = None
+                   ) -> Dict[str, object]:
     """Run every method over the split; returns the JSON document's dict.
 
     `pyramid_reuse` False (a network without ICNet's pyramid): SR methods without the
-    '<name>_nopyr' twins, which would be identical.
+    '<name>_nopyr' twins, which would be identical. `sr_seg_fn`: the network that segments the
+    SR frames (a folder's `seg_icnet_x{S}.pt`, as the cloud uses it); HR and the interpolations
+    keep `seg_fn`, whose HR prediction stays the agreement reference.
     """
+    sr_seg_fn = sr_seg_fn or seg_fn
     stats: Dict[str, MethodStats] = {}
     for start in range(0, len(split), batch):
         hr = split.images[start:start + batch]
         labels = split.labels[start:start + batch]
         lr = np.stack([imageops.downsample(im, scale) for im in hr])
         images = method_images(hr, lr, scale, sr_fns, device)
-        preds = {name: _predict(seg_fn, im, None, scale, device) for name, im in images.items()}
+        preds = {name: _predict(sr_seg_fn if name in sr_fns else seg_fn, im, None, scale,
+                                device) for name, im in images.items()}
         for name in sr_fns if pyramid_reuse else ():  # as deployed: SR frame + LR pyramid
             preds[f'{name}_nopyr'] = preds[name]
-            preds[name] = _predict(seg_fn, images[name], lr, scale, device)
+            preds[name] = _predict(sr_seg_fn, images[name], lr, scale, device)
             images[f'{name}_nopyr'] = images[name]
         for name in _ordered(preds, sr_fns):
             st = stats.setdefault(name, MethodStats(split.num_classes, split.ignore_index))
@@ -155,6 +162,22 @@ def _accumulate(st: MethodStats, pred: np.ndarray, hr_pred: np.ndarray, labels: 
         if with_psnr:
             st.psnr.append(psnr(images[i], hr[i]))
         st.ssim.append(ssim(images[i], hr[i]))
+
+
+def load_sr_seg(models_dir: str, scale: int, device: torch.device, seg: SegModel,
+                seg_model: Optional[str] = None) -> Optional[SegModel]:
+    """The folder's `seg_icnet_x{S}.pt` (`cloudseg adapt`) for the SR rows, or None; it must
+    label `seg`'s classes. Not with an explicit `seg_model` (the folder's were adapted from
+    another net)."""
+    path = seg_scale_checkpoints(models_dir, seg_model).get(scale)
+    if path is None:
+        return None
+    sr_seg = load_seg_model(path, device)
+    if sr_seg.class_names != seg.class_names:
+        raise ValueError(f'{path} labels other classes than {seg.path}')
+    print(f'eval: SR rows segmented with {path} (HR, interpolations and the agreement '
+          f'reference with {seg.path})', flush=True)
+    return sr_seg
 
 
 def load_models(models_dir: str, scale: int, device: torch.device,
@@ -262,6 +285,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     models_dir = args.models or default_models_dir()
     try:
         seg, sr_nets = load_models(models_dir, args.scale, device, args.seg_model)
+        sr_seg = load_sr_seg(models_dir, args.scale, device, seg, args.seg_model)
         if args.every < 1:
             raise ValueError(f'--every must be >= 1, got {args.every}')
         split = every_nth(load_seg_split(args.data, args.split, 'camvid',
@@ -280,7 +304,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     progress = Progress(len(split), f'eval x{args.scale}', every=max(1, args.batch * 5),
                         unit='frame')
     result = evaluate_split(split, args.scale, lambda x, p: seg(x, p), sr_fns, device,
-                            args.batch, progress, pyramid_reuse=seg.supports_pyramid)
+                            args.batch, progress, pyramid_reuse=seg.supports_pyramid,
+                            sr_seg_fn=(lambda x, p: sr_seg(x, p)) if sr_seg else None)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, 'w', encoding='utf-8') as f:
         json.dump(result, f, indent=2, allow_nan=False)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cloudseg_ros.inference.model_files import write_tiny_models
+from cloudseg_ros.nets.checkpoint import build_model, save_checkpoint
 from cloudseg_ros.training import evaluate
 from cloudseg_ros.training.datasets import SegSplit
 
@@ -178,3 +179,29 @@ def test_every_nth_keeps_frames_labels_and_stems_together():
     assert [int(i[0, 0, 0]) for i in sub.images] == [0, 2, 4]
     assert [int(lab[0, 0]) for lab in sub.labels] == [0, 2, 4]
     assert every_nth(split, 1) is split
+
+
+def test_sr_rows_use_the_sr_segmentation_net_and_hr_stays_the_reference():
+    result = evaluate.evaluate_split(_split(), 2, threshold_seg, {'sr_aware': bilinear_sr(2)},
+                                     torch.device('cpu'), sr_seg_fn=constant_seg)
+    methods = result['methods']
+    for name in ('hr', 'bilinear', 'bicubic'):
+        assert methods[name]['miou'] == pytest.approx(1.0)
+    for name in ('sr_aware', 'sr_aware_nopyr'):  # constant class 0 against the exact HR mask
+        assert methods[name]['miou'] == pytest.approx(0.25)
+        assert methods[name]['agreement_miou'] == pytest.approx(0.25)
+
+
+def test_cli_segments_sr_rows_with_the_folders_adapted_net(tmp_path, capsys):
+    data, models = str(tmp_path / 'data'), tmp_path / 'models'
+    _write_camvid(data)
+    write_tiny_models(str(models), scales=(2,), variants=('aware',))
+    args = ['--data', data, '--split', 'val', '--scale', '2', '--json',
+            str(tmp_path / 'r.json'), '--models', str(models), '--device', 'cpu']
+    (models / 'seg_icnet_x2.pt').write_bytes((models / 'seg_icnet.pt').read_bytes())
+    assert evaluate.main(args) == 0
+    assert 'SR rows segmented with' in capsys.readouterr().out
+    five_classes = build_model('icnet', {'num_classes': 5, 'width': 4})
+    save_checkpoint(models / 'seg_icnet_x2.pt', five_classes, 'icnet')
+    assert evaluate.main(args) == 2
+    assert 'labels other classes' in capsys.readouterr().err
