@@ -317,6 +317,11 @@ def export_models(out_dir: str, sr_net: nn.Module, cfg: AdaptConfig, step: int,
         if os.path.basename(path) not in (adapted, adapted_seg_file(cfg)):
             shutil.copy2(path, out_dir)
             written.append(os.path.basename(path))
+    stale = os.path.join(source, adapted_seg_file(cfg))
+    if seg_net is None and os.path.isfile(stale) and stale != cfg.seg_checkpoint:
+        print(f'adapt: {stale} not copied: it was adapted to the SR net this run replaces '
+              f'(scale {cfg.scale} is served with {os.path.basename(cfg.seg_checkpoint)})',
+              flush=True)
     replaced = None
     if seg_net is not None:  # stored as float16, like the shipped net
         name = adapted_seg_file(cfg)

@@ -264,3 +264,15 @@ def test_adapted_net_goes_beside_the_shipped_name_and_replaces_another():
                       'adapted_net_full_agree_miou_jpeg50': 0.8}
     assert adapt.full_resolution_as_served(after, before, custom) == after
     assert adapt.full_resolution_warnings(before, after)  # the replaced net is announced
+
+
+def test_sr_only_adaptation_drops_the_stale_net_of_its_scale_and_keeps_others(
+        models_dir, frames_dir, tmp_path, capsys):
+    source = tmp_path / 'adapted_before'
+    shutil.copytree(models_dir, source)
+    for scale in (2, 4):  # as if an earlier run had adapted the net for x2 and x4
+        shutil.copy(source / 'seg_icnet.pt', source / f'seg_icnet_x{scale}.pt')
+    out = tmp_path / 'out'
+    assert adapt.main(_args(str(source), frames_dir, str(out), 1)) == 0  # x2, SR only
+    assert 'seg_icnet_x2.pt not copied' in capsys.readouterr().out
+    assert not (out / 'seg_icnet_x2.pt').exists() and (out / 'seg_icnet_x4.pt').exists()
