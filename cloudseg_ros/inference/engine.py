@@ -18,7 +18,8 @@ from torch import nn
 import torch.nn.functional as F
 
 from cloudseg_ros.inference.overlay import device_overlay, overlays_on_device
-from cloudseg_ros.inference.seg_models import load_seg_model, SegModel, SegModelError
+from cloudseg_ros.inference.seg_models import (load_seg_model, require_same_classes, SegModel,
+                                               SegModelError)
 from cloudseg_ros.nets.carn import densify_group_convs
 from cloudseg_ros.nets.checkpoint import load_checkpoint
 from cloudseg_ros.nets.icnet import fuse_batchnorm, PYRAMID_FACTORS
@@ -299,10 +300,10 @@ class SegEngine:
             raise EngineError(f'{path}: a per-scale segmentation net needs a scale in 2..4, '
                               f'got {scale}')
         seg = self._load_seg(path)
-        if seg.class_names != self.class_names:
-            raise EngineError(f'{path} labels {seg.class_names}, but '
-                              f'{self.config.seg_checkpoint} labels {self.class_names}: one '
-                              f'mask stream cannot mix them')
+        try:
+            require_same_classes(seg, self.seg_model)
+        except SegModelError as exc:
+            raise EngineError(str(exc)) from exc
         return seg
 
     def _load(self, path: str, model_type: str, scale: Optional[int] = None) -> nn.Module:

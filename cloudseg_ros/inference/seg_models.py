@@ -169,6 +169,14 @@ class SegModel(nn.Module):
                                 f'{sidecar_yaml(self.path)} lists {self.num_classes} class_names')
 
 
+def require_same_classes(seg: SegModel, reference: SegModel) -> None:
+    """SegModelError unless `seg` labels exactly `reference`'s classes (a net that serves some
+    frames of a stream, e.g. an adapted `seg_icnet_x{S}.pt`, must speak the stream's labels)."""
+    if seg.class_names != reference.class_names:
+        raise SegModelError(f'{seg.path} labels {seg.class_names}, but {reference.path} labels '
+                            f'{reference.class_names}: one mask stream cannot mix them')
+
+
 def _rgb_tensor(values: Optional[Sequence[float]]) -> Optional[torch.Tensor]:
     return None if values is None else torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)
 

@@ -307,33 +307,36 @@ def export_models(out_dir: str, sr_net: nn.Module, cfg: AdaptConfig, step: int,
                   seg_step: int = 0) -> List[str]:
     """Write the adapted SR (and seg net, if adapted), copy the rest; returns the names."""
     source = os.path.dirname(cfg.sr_checkpoint)
-    adapted = model_files.sr_file(cfg.scale, 'aware')
-    written = [adapted]
+    adapted, seg_name = model_files.sr_file(cfg.scale, 'aware'), adapted_seg_file(cfg)
     save_net(os.path.join(out_dir, adapted), sr_net, 'carn', None, step, metrics,
              config_dict(cfg), cfg.half_weights)
-    # Other scales' SR nets, and segmentation nets adapted to them earlier, stay as they were.
-    for path in sorted(glob.glob(os.path.join(source, 'sr_carnm_x*.pt'))
-                       + glob.glob(os.path.join(source, model_files.seg_scale_file('*')))):
-        if os.path.basename(path) not in (adapted, adapted_seg_file(cfg)):
-            shutil.copy2(path, out_dir)
-            written.append(os.path.basename(path))
-    stale = os.path.join(source, adapted_seg_file(cfg))
-    if seg_net is None and os.path.isfile(stale) and stale != cfg.seg_checkpoint:
-        print(f'adapt: {stale} not copied: it was adapted to the SR net this run replaces '
-              f'(scale {cfg.scale} is served with {os.path.basename(cfg.seg_checkpoint)})',
-              flush=True)
-    replaced = None
+    written = [adapted] + _copy_other_scales(source, out_dir, (adapted, seg_name))
+    if seg_net is None and serves_beside_original(cfg) \
+            and os.path.isfile(os.path.join(source, seg_name)):
+        print(f'adapt: {os.path.join(source, seg_name)} not copied: it was adapted to the SR '
+              f'net this run replaces (scale {cfg.scale} is served with '
+              f'{os.path.basename(cfg.seg_checkpoint)})', flush=True)
     if seg_net is not None:  # stored as float16, like the shipped net
-        name = adapted_seg_file(cfg)
-        save_net(os.path.join(out_dir, name), seg_net.module, 'icnet', None, seg_step, metrics,
-                 config_dict(cfg), True)
-        written.append(name)
-        replaced = name if name == os.path.basename(cfg.seg_checkpoint) else None
+        save_net(os.path.join(out_dir, seg_name), seg_net.module, 'icnet', None, seg_step,
+                 metrics, config_dict(cfg), True)
+        written.append(seg_name)
+    replaced = seg_name if seg_net is not None and not serves_beside_original(cfg) else None
     for path in (cfg.seg_checkpoint, sidecar_yaml(cfg.seg_checkpoint)):
         if os.path.isfile(path) and os.path.basename(path) != replaced:
             shutil.copy2(path, out_dir)
             written.append(os.path.basename(path))
     return written
+
+
+def _copy_other_scales(source: str, out_dir: str, skip: Sequence[str]) -> List[str]:
+    """Other scales' SR nets, and segmentation nets adapted to them earlier, as they were."""
+    copied = []
+    for path in sorted(glob.glob(os.path.join(source, 'sr_carnm_x*.pt'))
+                       + glob.glob(os.path.join(source, model_files.seg_scale_file('*')))):
+        if os.path.basename(path) not in skip:
+            shutil.copy2(path, out_dir)
+            copied.append(os.path.basename(path))
+    return copied
 
 
 def adapted_seg_file(cfg: AdaptConfig) -> str:
@@ -347,6 +350,11 @@ def adapted_seg_file(cfg: AdaptConfig) -> str:
     if os.path.basename(cfg.seg_checkpoint) == model_files.SEG_FILE:
         return model_files.seg_scale_file(cfg.scale)
     return os.path.basename(cfg.seg_checkpoint)
+
+
+def serves_beside_original(cfg: AdaptConfig) -> bool:
+    """Whether the adapted net goes beside the original (True) or replaces it."""
+    return adapted_seg_file(cfg) != os.path.basename(cfg.seg_checkpoint)
 
 
 def write_report(out_dir: str, report: Dict[str, object]) -> None:
@@ -455,7 +463,7 @@ def full_resolution_as_served(metrics: Dict[str, float], before: Dict[str, float
     keep the original net: its scores stay, and the adapted net's own are reported apart
     (`adapted_net_full_agree_miou_*`) for anyone who would use it at scale 1.
     """
-    if adapted_seg_file(cfg) == os.path.basename(cfg.seg_checkpoint):
+    if not serves_beside_original(cfg):
         return metrics
     out = {('adapted_net_' + k if k.startswith('full_') else k): v for k, v in metrics.items()}
     out.update({k: v for k, v in before.items() if k.startswith('full_')})

@@ -28,7 +28,7 @@ from cloudseg_ros.core import imageops
 from cloudseg_ros.core.metrics import RunningConfusion, psnr, ssim
 from cloudseg_ros.inference.model_files import (default_models_dir, seg_checkpoint,
                                                 seg_scale_checkpoints, sr_file)
-from cloudseg_ros.inference.seg_models import load_seg_model, SegModel
+from cloudseg_ros.inference.seg_models import load_seg_model, require_same_classes, SegModel
 from cloudseg_ros.nets.checkpoint import CheckpointError, load_checkpoint
 from cloudseg_ros.nets.icnet import PYRAMID_FACTORS
 
@@ -166,15 +166,14 @@ def _accumulate(st: MethodStats, pred: np.ndarray, hr_pred: np.ndarray, labels: 
 
 def load_sr_seg(models_dir: str, scale: int, device: torch.device, seg: SegModel,
                 seg_model: Optional[str] = None) -> Optional[SegModel]:
-    """The folder's `seg_icnet_x{S}.pt` (`cloudseg adapt`) for the SR rows, or None; it must
-    label `seg`'s classes. Not with an explicit `seg_model` (the folder's were adapted from
-    another net)."""
+    """The folder's `seg_icnet_x{S}.pt` (`cloudseg adapt`) for the SR rows, or None;
+    SegModelError unless it labels `seg`'s classes. Not with an explicit `seg_model` (the
+    folder's were adapted from another net)."""
     path = seg_scale_checkpoints(models_dir, seg_model).get(scale)
     if path is None:
         return None
     sr_seg = load_seg_model(path, device)
-    if sr_seg.class_names != seg.class_names:
-        raise ValueError(f'{path} labels other classes than {seg.path}')
+    require_same_classes(sr_seg, seg)
     print(f'eval: SR rows segmented with {path} (HR, interpolations and the agreement '
           f'reference with {seg.path})', flush=True)
     return sr_seg

@@ -204,4 +204,4 @@ def test_cli_segments_sr_rows_with_the_folders_adapted_net(tmp_path, capsys):
     five_classes = build_model('icnet', {'num_classes': 5, 'width': 4})
     save_checkpoint(models / 'seg_icnet_x2.pt', five_classes, 'icnet')
     assert evaluate.main(args) == 2
-    assert 'labels other classes' in capsys.readouterr().err
+    assert 'cannot mix them' in capsys.readouterr().err
