@@ -38,8 +38,10 @@ def test_edge_to_cloud_masks_keep_size_encoding_and_stamp(launch, ros_node, spin
 
     def publish():
         camera.publish()
-        # The PNG and the raw mask of one frame are separate topics: either may arrive first.
-        return len(masks) >= 2 and colors and stats and _same_stamp(pngs, masks)
+        # The PNG and the raw mask of one frame are separate topics: either may arrive first,
+        # and so may the receive-side and the inference-side stats.
+        return (len(masks) >= 2 and colors and _same_stamp(pngs, masks)
+                and {s.stage for s in list(stats)} == {'cloud', 'cloud_rx'})
 
     assert spin_until(publish, 60.0), cloud.log() + edge.log()
     mask = masks[-1]
