@@ -66,8 +66,11 @@ class Clip:
 
 
 def load_clip(path: str, labels: Optional[str] = None, max_frames: Optional[int] = None,
-              fps: Optional[float] = None, topic: str = '') -> Clip:
+              fps: Optional[float] = None, topic: str = '', skip_frames: int = 0) -> Clip:
     """Read a video file, image folder (CamVid split: `<split>/images`) or bag as a Clip.
+
+    The first `skip_frames` frames are read and dropped (e.g. the frames `cloudseg adapt`
+    trained on, so that the clip is its held-out share); `max_frames` counts the frames kept.
 
     `labels` is a folder of label PNGs named like the images (the `labels/` folder itself or
     the split holding it); when None, a split's own `labels/` folder is used if it exists.
@@ -80,9 +83,13 @@ def load_clip(path: str, labels: Optional[str] = None, max_frames: Optional[int]
         source = open_source(path, loop=False, topic=topic)
     except SourceError as err:
         raise ValueError(str(err)) from err
+    if skip_frames < 0:
+        raise ValueError(f'skip_frames must be >= 0, got {skip_frames}')
     try:
         frames = []
-        for frame in source.frames():
+        for index, frame in enumerate(source.frames()):
+            if index < skip_frames:
+                continue  # dropped at once: memory stays bounded by the frames kept
             frames.append(frame)
             if max_frames and len(frames) >= max_frames:
                 break
@@ -91,13 +98,14 @@ def load_clip(path: str, labels: Optional[str] = None, max_frames: Optional[int]
     finally:
         source.close()
     if not frames:
-        raise ValueError(f'{path}: no frames')
+        after = f' after skipping {skip_frames}' if skip_frames else ''
+        raise ValueError(f'{path}: no frames{after}')
     label_dir = _label_dir(path, labels)
     masks = None
     if label_dir is not None:
         if skipped:
             raise ValueError(f'{path}: {skipped} unreadable frame(s); cannot pair labels')
-        masks = _read_labels(path, label_dir, frames)
+        masks = _read_labels(path, label_dir, frames, skip_frames)
     name = os.path.basename(os.path.normpath(path))
     return Clip(frames, float(rate), name, masks)
 
@@ -114,17 +122,20 @@ def _label_dir(path: str, labels: Optional[str]) -> Optional[str]:
     return folder
 
 
-def _read_labels(path: str, label_dir: str, frames: List[np.ndarray]) -> List[np.ndarray]:
-    """One label per frame: by image stem for folders, by sorted order for videos."""
+def _read_labels(path: str, label_dir: str, frames: List[np.ndarray],
+                 skip_frames: int = 0) -> List[np.ndarray]:
+    """One label per frame: by image stem for folders, by sorted order for videos (both
+    after the `skip_frames` dropped frames)."""
     label_files = {os.path.splitext(name)[0]: os.path.join(label_dir, name)
                    for name in sorted(os.listdir(label_dir))
                    if name.lower().endswith(LABEL_EXTENSIONS)}
     if os.path.isdir(path):
         images_dir = os.path.join(path, 'images')
         images = list_images(images_dir if os.path.isdir(images_dir) else path)
-        stems = [os.path.splitext(os.path.basename(p))[0] for p in images[:len(frames)]]
+        kept = images[skip_frames:skip_frames + len(frames)]
+        stems = [os.path.splitext(os.path.basename(p))[0] for p in kept]
     else:
-        stems = sorted(label_files)[:len(frames)]
+        stems = sorted(label_files)[skip_frames:skip_frames + len(frames)]
     missing = [stem for stem in stems if stem not in label_files]
     if missing or len(stems) != len(frames):
         raise ValueError(f'{label_dir}: labels for {len(stems) - len(missing)} of '
@@ -584,6 +595,17 @@ def _content_group(config: StreamConfig, variant: CloudVariant) -> tuple:
 # Command-line plumbing shared by the tools
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a clear usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not an integer: {text!r}') from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be >= 0, got {value}')
+    return value
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options every streaming evaluation takes: the clip, the models, the device."""
     parser.add_argument('--input', required=True,
@@ -594,6 +616,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--labels', default=None,
                         help='label folder (default: <input>/labels when it exists)')
     parser.add_argument('--max-frames', type=int, default=None, help='use the first N frames')
+    parser.add_argument('--skip-frames', type=_non_negative_int, default=0, metavar='N',
+                        help='leave out the first N frames, e.g. those `cloudseg adapt` trained '
+                             'on (the first round((1 - holdout_frac) x frames)), to stream its '
+                             'held-out share only')
     parser.add_argument('--fps', type=float, default=None,
                         help=f'clip frame rate (default: the video\'s, {DEFAULT_FPS:g} for '
                              'image folders)')
@@ -660,10 +686,12 @@ def evaluator_from_args(args: argparse.Namespace) -> StreamEvaluator:
     """An evaluator over the clip, with engines from the models folder, per the options."""
     from cloudseg_ros.inference.engine import resolve_device
     models_dir = args.models or _default_models_dir()
-    clip = load_clip(args.input, args.labels, args.max_frames, args.fps, args.topic)
+    clip = load_clip(args.input, args.labels, args.max_frames, args.fps, args.topic,
+                     args.skip_frames)
+    skipped = f', first {args.skip_frames} skipped' if args.skip_frames else ''
     batch = args.batch or (8 if resolve_device(args.device).type == 'cuda' else 1)
     labels = 'with labels' if clip.labels is not None else 'no labels'
-    print(f'clip: {args.input}: {len(clip.frames)} frames {clip.frames[0].shape[1]}x'
+    print(f'clip: {args.input}: {len(clip.frames)} frames{skipped} {clip.frames[0].shape[1]}x'
           f'{clip.frames[0].shape[0]} at {clip.fps:g} fps ({clip.duration_s:.1f} s, {labels}); '
           f'models: {models_dir}; device: {args.device}, batch {batch}', flush=True)
     evaluator = StreamEvaluator(clip, ModelEngineFactory(models_dir, args.device,

@@ -201,6 +201,30 @@ def test_load_clip_pairs_camvid_labels_by_stem(tmp_path):
         load_clip(str(split))
 
 
+def test_load_clip_skips_leading_frames_and_pairs_labels_after_them(tmp_path):
+    split = tmp_path / 'val'
+    (split / 'images').mkdir(parents=True)
+    (split / 'labels').mkdir()
+    for i in range(4):
+        cv2.imwrite(str(split / 'images' / f'f{i}.png'), np.full((8, 12, 3), 40 * i, np.uint8))
+        cv2.imwrite(str(split / 'labels' / f'f{i}.png'), np.full((8, 12), i, np.uint8))
+    clip = load_clip(str(split), max_frames=1, skip_frames=2)
+    assert [int(frame[0, 0, 0]) for frame in clip.frames] == [80]
+    assert [int(label[0, 0]) for label in clip.labels] == [2]
+    assert [int(label[0, 0]) for label in load_clip(str(split), skip_frames=1).labels] == [
+        1, 2, 3]
+    with pytest.raises(ValueError, match='no frames after skipping 4'):
+        load_clip(str(split), skip_frames=4)
+
+
+def test_skip_frames_must_not_be_negative(capsys):
+    assert bench_stream.parse_args(['--input', 'x', '--json', 'y', '--skip-frames', '140']
+                                   ).skip_frames == 140
+    with pytest.raises(SystemExit):
+        bench_stream.parse_args(['--input', 'x', '--json', 'y', '--skip-frames', '-1'])
+    assert 'must be >= 0' in capsys.readouterr().err
+
+
 def test_kbps_at_accuracy_interpolates_along_the_upper_envelope():
     curve = [(100.0, 0.90), (150.0, 0.85), (200.0, 0.96), (250.0, 0.95), (400.0, 0.99)]
     # Envelope: (100, .90) (200, .96) (400, .99); 0.97 lies a third of the way to 400.
