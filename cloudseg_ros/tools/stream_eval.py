@@ -716,7 +716,8 @@ def clip_meta(args: argparse.Namespace, evaluator: StreamEvaluator) -> Dict[str,
     """Plain-YAML/JSON description of the clip and run, for a result file's meta."""
     clip = evaluator.clip
     reference = evaluator.reference_labeled_miou()
-    return {'clip': args.input, 'frames': len(clip.frames), 'fps': clip.fps,
+    return {'clip': args.input, 'skip_frames': args.skip_frames, 'frames': len(clip.frames),
+            'fps': clip.fps,
             'duration_s': round(clip.duration_s, 3),
             'resolution': f'{clip.frames[0].shape[1]}x{clip.frames[0].shape[0]}',
             'labels': clip.labels is not None,

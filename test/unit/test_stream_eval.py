@@ -369,10 +369,11 @@ def test_bench_stream_json_has_the_exact_keys(tmp_path, tiny_models_x3, camvid_l
     assert bench_stream.main(['--input', camvid_like, '--json', str(out), '--qualities', '50',
                               '90', '--crfs', '28', '--full-qualities', '90', '--full-crfs',
                               '28', '--downsample-scales', '2', '--selector-thresholds', '0.05',
-                              '--max-frames', '3', '--device', 'cpu', '--h264-preset',
-                              'superfast', '--models', tiny_models_x3]) == 0
+                              '--max-frames', '3', '--skip-frames', '1', '--device', 'cpu',
+                              '--h264-preset', 'superfast', '--models', tiny_models_x3]) == 0
     document = json.loads(out.read_text())
     assert document['meta']['h264_preset'] == 'superfast'
+    assert (document['meta']['skip_frames'], document['meta']['frames']) == (1, 3)
     assert set(document['curves']) == {'full', 'downsample', 'cloudseg', 'cloudseg_selector'}
     # Scales 2, 3 and 4 (x3 has weights here) x JPEG q50, q90 and H.264 CRF 28.
     assert sorted((p['config']['scale'], p['codec']) for p in document['curves']['cloudseg']
