@@ -79,12 +79,12 @@ def load_clip(path: str, labels: Optional[str] = None, max_frames: Optional[int]
     Raises ValueError when the source cannot be read, or labels are missing for some frame or
     do not match its size.
     """
+    if skip_frames < 0:
+        raise ValueError(f'skip_frames must be >= 0, got {skip_frames}')
     try:
         source = open_source(path, loop=False, topic=topic)
     except SourceError as err:
         raise ValueError(str(err)) from err
-    if skip_frames < 0:
-        raise ValueError(f'skip_frames must be >= 0, got {skip_frames}')
     try:
         frames = []
         for index, frame in enumerate(source.frames()):

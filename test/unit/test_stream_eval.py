@@ -215,6 +215,8 @@ def test_load_clip_skips_leading_frames_and_pairs_labels_after_them(tmp_path):
         1, 2, 3]
     with pytest.raises(ValueError, match='no frames after skipping 4'):
         load_clip(str(split), skip_frames=4)
+    with pytest.raises(ValueError, match='skip_frames must be >= 0'):
+        load_clip(str(split), skip_frames=-1)
 
 
 def test_skip_frames_must_not_be_negative(capsys):
