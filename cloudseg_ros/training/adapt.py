@@ -31,6 +31,7 @@ import glob
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -452,7 +453,22 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
     print(f'adapt: done (SR {state.step} steps in {state.elapsed_s:.0f}s, segmentation'
           f' {seg_state.step} steps in {seg_state.elapsed_s:.0f}s); after: {_fmt(metrics)}'
           f' (before: {_fmt(before)}); wrote {out_dir}', flush=True)
+    if held:
+        print('adapt: to stream the held-out frames (against --models of the source for the '
+              f'baseline): {held_out_stream_command(cfg, out_dir, len(train_frames), len(held))}',
+              flush=True)
     return 0
+
+
+def held_out_stream_command(cfg: AdaptConfig, out_dir: str, n_train: int, n_held: int) -> str:
+    """The bench-stream command that streams exactly the held-out frames through `out_dir`.
+
+    They are frames [n_train, n_train + n_held) of the input (of its first --max-frames), so
+    the held-out gain can be read at equal bitrate through the robot's real stream.
+    """
+    return (f'cloudseg bench-stream --input {shlex.quote(cfg.extra_frames)} '
+            f'--skip-frames {n_train} --max-frames {n_held} --models {shlex.quote(out_dir)} '
+            f'--sr-scales {cfg.scale} --downsample-scales {cfg.scale} --json adapted.json')
 
 
 def full_resolution_as_served(metrics: Dict[str, float], before: Dict[str, float],

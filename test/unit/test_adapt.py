@@ -1,6 +1,7 @@
 """`cloudseg adapt` on the CPU: tiny random-init models, a few synthetic frames, a few steps."""
 import json
 import os
+import shlex
 import shutil
 
 import cv2
@@ -12,6 +13,8 @@ from cloudseg_ros.inference import model_files
 from cloudseg_ros.inference.engine import EngineConfig, EngineInput, SegEngine
 from cloudseg_ros.nets.checkpoint import build_model, load_checkpoint, save_checkpoint
 from cloudseg_ros.inference.seg_models import SegModel
+from cloudseg_ros.tools import bench_stream
+from cloudseg_ros.tools.stream_eval import load_clip
 from cloudseg_ros.training import adapt, adapt_seg, common
 from cloudseg_ros.training.config import ConfigError, load_config
 from cloudseg_ros.training.finetune_sr import Lambda, train_step
@@ -117,7 +120,9 @@ def test_resume_continues_from_the_saved_step(adapted, models_dir, frames_dir, t
     out = str(tmp_path / 'resumed')
     shutil.copytree(adapted, out)
     assert adapt.main(_args(models_dir, frames_dir, out, 5) + ['--resume']) == 0
-    assert 'from step 3' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'from step 3' in printed
+    assert f'--skip-frames 6 --max-frames 2 --models {out}' in printed
     _, ckpt = load_checkpoint(os.path.join(out, 'sr_carnm_x2_aware.pt'))
     assert ckpt['step'] == 5
     state = torch.load(os.path.join(out, adapt.WORK_DIR, common.STATE_FILE), weights_only=True)
@@ -276,3 +281,15 @@ def test_sr_only_adaptation_drops_the_stale_net_of_its_scale_and_keeps_others(
     assert adapt.main(_args(str(source), frames_dir, str(out), 1)) == 0  # x2, SR only
     assert 'seg_icnet_x2.pt not copied' in capsys.readouterr().out
     assert not (out / 'seg_icnet_x2.pt').exists() and (out / 'seg_icnet_x4.pt').exists()
+
+
+def test_held_out_stream_command_streams_exactly_the_held_out_frames(models_dir, frames_dir):
+    cfg = adapt.build_config(adapt.parse_args(_args(models_dir, frames_dir, 'out', 3)))
+    train, held = adapt.load_split(cfg)
+    command = adapt.held_out_stream_command(cfg, 'models cam', len(train), len(held))
+    args = bench_stream.parse_args(shlex.split(command)[2:])
+    assert (args.models, args.sr_scales, args.downsample_scales) == ('models cam', [2], [2])
+    clip = load_clip(args.input, max_frames=args.max_frames, skip_frames=args.skip_frames)
+    assert len(clip.frames) == len(held) == 2
+    for streamed, held_out in zip(clip.frames, held):
+        np.testing.assert_array_equal(streamed, held_out)
