@@ -186,13 +186,19 @@ def test_disk_cache_serves_a_second_run_without_inference(tmp_path):
     assert other.engine_factory.engine.frames == 8
 
 
-def test_load_clip_pairs_camvid_labels_by_stem(tmp_path):
-    split = tmp_path / 'val'
+def _flat_split(root, frames):
+    """A CamVid-like split of flat 12x8 frames: frame i has value 40 i, label i."""
+    split = root / 'val'
     (split / 'images').mkdir(parents=True)
     (split / 'labels').mkdir()
-    for i in range(3):
+    for i in range(frames):
         cv2.imwrite(str(split / 'images' / f'f{i}.png'), np.full((8, 12, 3), 40 * i, np.uint8))
         cv2.imwrite(str(split / 'labels' / f'f{i}.png'), np.full((8, 12), i, np.uint8))
+    return split
+
+
+def test_load_clip_pairs_camvid_labels_by_stem(tmp_path):
+    split = _flat_split(tmp_path, 3)
     clip = load_clip(str(split), max_frames=2)
     assert len(clip.frames) == 2 and clip.fps == FPS
     assert [int(label[0, 0]) for label in clip.labels] == [0, 1]
@@ -202,12 +208,7 @@ def test_load_clip_pairs_camvid_labels_by_stem(tmp_path):
 
 
 def test_load_clip_skips_leading_frames_and_pairs_labels_after_them(tmp_path):
-    split = tmp_path / 'val'
-    (split / 'images').mkdir(parents=True)
-    (split / 'labels').mkdir()
-    for i in range(4):
-        cv2.imwrite(str(split / 'images' / f'f{i}.png'), np.full((8, 12, 3), 40 * i, np.uint8))
-        cv2.imwrite(str(split / 'labels' / f'f{i}.png'), np.full((8, 12), i, np.uint8))
+    split = _flat_split(tmp_path, 4)
     clip = load_clip(str(split), max_frames=1, skip_frames=2)
     assert [int(frame[0, 0, 0]) for frame in clip.frames] == [80]
     assert [int(label[0, 0]) for label in clip.labels] == [2]
