@@ -7,12 +7,15 @@ copies made once before training, `codec_data`), and training starts from the sh
 net `<models>/sr_carnm_x{S}_aware.pt`; the base net `<models>/sr_carnm_x{S}.pt` is the PSNR
 reference. With `--set holdout_frac=F` the last share F of the frames is kept out of training
 and the agreement mIoU of seg(SR(decoded LR)) with seg(HR) on them is reported before and after
-adaptation, at fixed codec settings (JPEG q `eval_jpeg_quality`, H.264 CRF `eval_h264_crf`).
+adaptation, at fixed codec settings (JPEG q `eval_jpeg_quality`, H.264 CRF `eval_h264_crf`);
+at the end it prints the bench-stream command (`--skip-frames`) that streams those frames
+through the robot's real pipeline, for the gain at equal bitrate.
 
 A second stage (`seg_steps`, default 1500, and/or `seg_time_budget_s`; 0 steps: off) then
 adapts the segmentation net itself to the adapted SR's output on these frames, with the
 original net's HR prediction as its teacher (`adapt_seg`; our ICNet only: another network is
-left as it is).
+left as it is). Use frames the nets have not seen: on CamVid's own training frames this stage
+over-fitted and made the val clip worse (models/MODEL_CARD.md).
 
 --out becomes a complete models folder (usable as `--models` and as the cloud's models_dir):
 the original segmentation model, the adapted one as `seg_icnet_x{S}.pt` (used for frames sent
