@@ -432,6 +432,7 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
     # SR alone leaves the segmentation net, and so its full-resolution agreement, unchanged.
     metrics = {**{k: v for k, v in before.items() if k.startswith('full_')}, **metrics}
     seg_state = common.LoopState()
+    sr_stage = dict(metrics)
     if student is not None:
         print(f'adapt: SR stage done: {_fmt(metrics)}', flush=True)
         metrics, seg_state = adapt_segmentation(
@@ -440,6 +441,9 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
         metrics = full_resolution_as_served(metrics, before, cfg)
     metrics = {**metrics, **blend, 'lambda': lam.value}
     warnings = full_resolution_warnings(before, metrics)
+    if student is not None:
+        beside = adapted_seg_file(cfg) if serves_beside_original(cfg) else None
+        warnings += seg_stage_warnings(sr_stage, metrics, bool(held), beside)
     for warning in warnings:
         print(f'adapt: warning: {warning}', flush=True)
     written = export_models(out_dir, sr_net, cfg, state.step, metrics, student, seg_state.step)
@@ -449,7 +453,7 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
         'frames_holdout': len(held), 'holdout_frac': cfg.holdout_frac, 'steps': state.step,
         'train_s': round(state.elapsed_s, 1), 'seg_adapted': student is not None,
         'seg_steps': seg_state.step, 'seg_train_s': round(seg_state.elapsed_s, 1),
-        'before': before, 'after': metrics,
+        'before': before, 'after': metrics, 'sr_stage': sr_stage,
         'blend_alpha': blend.get('blend_alpha'), 'psnr_drop_db': blend.get('train_psnr_drop'),
         'eval_codecs': list(eval_codecs(cfg)), 'h264_preset': cfg.h264_preset,
         'warnings': warnings, 'files': written})
@@ -506,6 +510,30 @@ def full_resolution_warnings(before: Dict[str, float], after: Dict[str, float],
             f'full-resolution frames ({worst} {before[worst]:.4f} -> {after[worst]:.4f}): for '
             f'robots that also send full resolution, serve them with the original '
             f'segmentation model, or adapt with --set seg_steps=0']
+
+
+def seg_stage_warnings(sr_stage: Dict[str, float], after: Dict[str, float], checked: bool,
+                       beside: Optional[str] = None) -> List[str]:
+    """Whether the segmentation stage helped the adapted scale on held-out frames, or went
+    unchecked.
+
+    On frames the nets already knew (CamVid training frames) the stage's per-scale net
+    over-fitted and made nearby frames worse (models/MODEL_CARD.md), while the SR stage alone
+    was neutral; the held-out frames are the only check `adapt` has. `beside` names the
+    adapted net when it went beside the original (removing it restores the original).
+    """
+    fix = 'adapt with --set seg_steps=0' + (
+        f', or remove {beside} from the folder to serve that scale with the original net'
+        if beside else '')
+    if not checked:
+        return ['the segmentation stage ran without held-out frames, so nothing checked it; on '
+                'frames the nets were trained on it over-fits: adapt with --set '
+                'holdout_frac=0.3 to check it']
+    if 'agree_miou' in after and after['agree_miou'] < sr_stage.get('agree_miou', 0.0):
+        return [f'the segmentation stage lowered held-out agreement (agree_miou '
+                f'{sr_stage["agree_miou"]:.4f} after the SR stage -> {after["agree_miou"]:.4f}): '
+                + fix]
+    return []
 
 
 def _train(sr_net: nn.Module, base: nn.Module, seg: SegModel,

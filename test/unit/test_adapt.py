@@ -175,7 +175,10 @@ def test_seg_stage_writes_an_adapted_segmentation_net(models_dir, frames_dir, tm
     full = [k for k in before if k.startswith('full_agree_miou')]
     assert full and all(after[k] == before[k] for k in full)  # what scale 1 is served with
     assert all(0.0 <= after['adapted_net_' + k] <= 1.0 for k in full)
-    assert 'seg_icnet_x2.pt' in report['files'] and not report['warnings']
+    assert 'seg_icnet_x2.pt' in report['files']
+    lowered = after['agree_miou'] < report['sr_stage']['agree_miou']  # tiny nets: either way
+    assert [('lowered held-out agreement' in w) for w in report['warnings']] == (
+        [True] if lowered else [])
     _assert_runs_in_the_engine(out)
     resumed = str(tmp_path / 'resumed')
     shutil.copytree(out, resumed)
@@ -255,6 +258,17 @@ def test_a_full_resolution_drop_is_announced():
     within = dict(worse, full_agree_miou_jpeg50=0.858)
     assert adapt.full_resolution_warnings(before, within) == []
     assert adapt.full_resolution_warnings({}, {}) == []  # no held-out frames: nothing to say
+
+
+def test_a_segmentation_stage_that_lowers_or_skips_the_held_out_check_is_announced():
+    sr_stage, better, worse = {'agree_miou': 0.61}, {'agree_miou': 0.63}, {'agree_miou': 0.60}
+    assert adapt.seg_stage_warnings(sr_stage, better, checked=True) == []
+    [warning] = adapt.seg_stage_warnings(sr_stage, worse, True, beside='seg_icnet_x4.pt')
+    assert '0.6100 after the SR stage -> 0.6000' in warning
+    assert 'seg_steps=0' in warning and 'remove seg_icnet_x4.pt' in warning
+    assert 'remove' not in adapt.seg_stage_warnings(sr_stage, worse, True)[0]  # replaced net
+    [unchecked] = adapt.seg_stage_warnings({}, {}, checked=False)
+    assert 'without held-out frames' in unchecked and 'holdout_frac' in unchecked
 
 
 def test_adapted_net_goes_beside_the_shipped_name_and_replaces_another():
