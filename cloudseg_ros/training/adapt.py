@@ -440,12 +440,7 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
             cfg, device, work, resume)
         metrics = full_resolution_as_served(metrics, before, cfg)
     metrics = {**metrics, **blend, 'lambda': lam.value}
-    warnings = full_resolution_warnings(before, metrics)
-    if student is not None:
-        beside = adapted_seg_file(cfg) if serves_beside_original(cfg) else None
-        warnings += seg_stage_warnings(sr_stage, metrics, bool(held), beside)
-    for warning in warnings:
-        print(f'adapt: warning: {warning}', flush=True)
+    warnings = adapt_warnings(before, sr_stage, metrics, cfg, student is not None, bool(held))
     written = export_models(out_dir, sr_net, cfg, state.step, metrics, student, seg_state.step)
     write_report(out_dir, {
         'source_models': os.path.dirname(cfg.sr_checkpoint), 'seg_model': cfg.seg_checkpoint,
@@ -465,6 +460,20 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
               f'baseline): {held_out_stream_command(cfg, out_dir, len(train_frames), len(held))}',
               flush=True)
     return 0
+
+
+def adapt_warnings(before: Dict[str, float], sr_stage: Dict[str, float],
+                   after: Dict[str, float], cfg: AdaptConfig, seg_adapted: bool,
+                   checked: bool) -> List[str]:
+    """Every warning of the run, printed (adapt.json keeps them): full-resolution drift, and a
+    segmentation stage that went unchecked or lowered the held-out agreement."""
+    warnings = full_resolution_warnings(before, after)
+    if seg_adapted:
+        beside = adapted_seg_file(cfg) if serves_beside_original(cfg) else None
+        warnings += seg_stage_warnings(sr_stage, after, checked, beside)
+    for warning in warnings:
+        print(f'adapt: warning: {warning}', flush=True)
+    return warnings
 
 
 def held_out_stream_command(cfg: AdaptConfig, out_dir: str, n_train: int, n_held: int) -> str:
