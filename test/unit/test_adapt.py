@@ -307,3 +307,16 @@ def test_held_out_stream_command_streams_exactly_the_held_out_frames(models_dir,
     assert len(clip.frames) == len(held) == 2
     for streamed, held_out in zip(clip.frames, held):
         np.testing.assert_array_equal(streamed, held_out)
+
+
+def test_an_unchecked_segmentation_stage_is_announced(models_dir, frames_dir, tmp_path, capsys):
+    out = str(tmp_path / 'unchecked')
+    assert adapt.main(_args(models_dir, frames_dir, out, 1)
+                      + ['--set', 'holdout_frac=0', '--set', 'seg_steps=1']) == 0
+    with open(os.path.join(out, 'adapt.json')) as f:
+        report = json.load(f)
+    assert report['frames_holdout'] == 0 and report['seg_adapted']
+    assert ['without held-out frames' in w for w in report['warnings']] == [True]
+    printed = capsys.readouterr().out
+    assert 'warning: the segmentation stage ran without held-out frames' in printed
+    assert '--skip-frames' not in printed  # no held-out frames to stream
