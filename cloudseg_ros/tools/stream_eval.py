@@ -688,7 +688,7 @@ def evaluator_from_args(args: argparse.Namespace) -> StreamEvaluator:
     models_dir = args.models or _default_models_dir()
     clip = load_clip(args.input, args.labels, args.max_frames, args.fps, args.topic,
                      args.skip_frames)
-    skipped = f', first {args.skip_frames} skipped' if args.skip_frames else ''
+    skipped = f' (from frame {args.skip_frames})' if args.skip_frames else ''
     batch = args.batch or (8 if resolve_device(args.device).type == 'cuda' else 1)
     labels = 'with labels' if clip.labels is not None else 'no labels'
     print(f'clip: {args.input}: {len(clip.frames)} frames{skipped} {clip.frames[0].shape[1]}x'
