@@ -4,6 +4,7 @@
 #   bash scripts/gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship
 #   UNLABELED=video bash scripts/gpu_train.sh fine-head
 #   bash scripts/gpu_train.sh recipe-holdout 'cutmix_prob=0.5' 'cutmix_prob=0.5 gamma=0.3' ...
+#   INPUT=video SCALE=4 bash scripts/gpu_train.sh adapt-stream
 #
 # Runs from the repository root with the CamVid copy carried in .data/camvid11 and the package
 # imported from the source tree (no ROS venv there). Finished weights and logs go to $OUT
@@ -11,7 +12,7 @@
 # Time budgets (seconds of training loop, evaluation and loading excluded) are env overrides:
 #   SEG_BUDGET (default 420), SR_BUDGET (150), FT_BUDGET (150).
 set -euo pipefail
-stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship|fine-head|recipe-holdout}
+stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship|fine-head|recipe-holdout|adapt-stream}
 OUT=${OUT:-out/device}
 WORK=${WORK:-/tmp/cloudseg_work}
 DATA=${DATA:-.data/camvid11}
@@ -135,7 +136,35 @@ recipe_holdout_stage() {  # one held-out (0006R0) run per recipe argument ("k=v 
   done
 }
 
+# `cloudseg adapt` on $INPUT (video or image folder) with its last 30 % held out, then
+# bench-stream of exactly those frames (--skip-frames) through the source and the adapted
+# folder: the held-out gain at equal bitrate through the robot's real stream.
+#   INPUT=.data_hw/highway_1280x720_25fps.mp4 SCALE=4 bash scripts/gpu_train.sh adapt-stream
+adapt_stream_stage() {
+  local input=${INPUT:?INPUT} scale=${SCALE:-4} device=${DEVICE:-cuda} adapted=$WORK/adapted
+  cli adapt --input "$input" --scale "$scale" --out "$adapted" --device "$device" \
+    --set holdout_frac=0.3 --set time_budget_s="${ADAPT_BUDGET:-60}" ${ADAPT_SET:-} \
+    2>&1 | tee "$OUT/adapt.log" | grep -v "^adapt[-a-z]* [0-9]*/"
+  cp "$adapted/adapt.json" "$OUT/"
+  local skip held
+  skip=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["frames_train"])' \
+    "$adapted/adapt.json")
+  held=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["frames_holdout"])' \
+    "$adapted/adapt.json")
+  for name in source adapted; do
+    local models=${MODELS:-models}
+    [ "$name" = adapted ] && models=$adapted
+    cli bench-stream --input "$input" --skip-frames "$skip" --max-frames "$held" \
+      --models "$models" --device "$device" --cache "$WORK/mask_cache" \
+      --sr-scales "$scale" --downsample-scales "$scale" ${BENCH_ARGS:-} \
+      --json "$OUT/bench_$name.json" 2>&1 | tee "$OUT/bench_$name.log" | grep -v "^points"
+  done
+}
+
 case $stage in
+  adapt-stream)
+    adapt_stream_stage
+    ;;
   recipe-holdout)
     shift
     recipe_holdout_stage "$@"
