@@ -48,9 +48,10 @@ def seg_scale_checkpoints(models_dir: str, seg_model: Optional[str] = None,
     writes them), for frames that the cloud super-resolves.
 
     None when a segmentation model is named explicitly (the folder's nets were adapted from
-    another one) or when SR is bilinear (they were tuned to the folder's SR output).
+    another one) or when SR is not the folder's aware net (`adapt` distils them on the output
+    of the aware SR it adapts; base CARN-M or bilinear frames look different).
     """
-    if seg_model or sr_variant == 'bilinear':
+    if seg_model or sr_variant != 'aware':
         return {}
     found = {s: os.path.join(models_dir, seg_scale_file(s)) for s in scales}
     return {s: p for s, p in found.items() if os.path.isfile(p)}

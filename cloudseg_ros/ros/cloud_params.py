@@ -33,7 +33,8 @@ PARAMS = (
               'Seconds without a heartbeat after which a pool server is taken as lost.',
               0.5, 60.0, read_only=True),
     ParamSpec('models_dir', '', "Folder of the weights ('' = the package's models/); a "
-              "seg_icnet_x{S}.pt there (cloudseg adapt) segments the frames sent at scale S.",
+              "seg_icnet_x{S}.pt there (cloudseg adapt) segments the frames sent at scale S "
+              "(with sr_variant aware and no seg_model).",
               read_only=True),
     ParamSpec('seg_model', '',
               'Segmentation model file: our ICNet checkpoint, or a TorchScript / torch.export '

@@ -8,7 +8,7 @@ and per-class IoU against the labels, agreement mIoU against the HR prediction, 
 PSNR/SSIM against HR (all from `core.metrics`). `--seg-model` evaluates another segmentation
 network (TorchScript / torch.export + YAML, see `inference.seg_models`); only ICNet takes the
 pyramid, so other models get no '<name>_nopyr' rows. A folder made by `cloudseg adapt` holds
-`seg_icnet_x{S}.pt`: the SR rows are segmented with it, as the cloud does.
+`seg_icnet_x{S}.pt`: the 'sr_aware' rows are segmented with it, as the cloud does.
 
     cloudseg eval --data ../shared/data/camvid11 --split val --scale 4 --json out/eval_x4.json \
         --md out/eval_x4.md --plot out/eval_x4.png
@@ -41,6 +41,7 @@ SegFn = Callable[[torch.Tensor, Optional[Dict[int, torch.Tensor]]], torch.Tensor
 # (B, 3, h, w) float in [0, 1] -> (B, 3, s*h, s*w)
 SrFn = Callable[[torch.Tensor], torch.Tensor]
 INTERPOLATIONS = ('bilinear', 'bicubic')
+ADAPTED_SR_ROW = 'sr_aware'  # the SR a folder's seg_icnet_x{S}.pt was adapted to
 
 
 class MethodStats:
@@ -121,21 +122,23 @@ def evaluate_split(split: SegSplit, scale: int, seg_fn: SegFn, sr_fns: Dict[str,
 
     `pyramid_reuse` False (a network without ICNet's pyramid): SR methods without the
     '<name>_nopyr' twins, which would be identical. `sr_seg_fn`: the network that segments the
-    SR frames (a folder's `seg_icnet_x{S}.pt`, as the cloud uses it); HR and the interpolations
-    keep `seg_fn`, whose HR prediction stays the agreement reference.
+    aware SR frames (a folder's `seg_icnet_x{S}.pt`, as the cloud uses it with sr_variant
+    aware); every other row keeps `seg_fn`, whose HR prediction stays the agreement reference.
     """
-    sr_seg_fn = sr_seg_fn or seg_fn
+    def seg_for(name: str) -> SegFn:
+        return sr_seg_fn if sr_seg_fn is not None and name == ADAPTED_SR_ROW else seg_fn
+
     stats: Dict[str, MethodStats] = {}
     for start in range(0, len(split), batch):
         hr = split.images[start:start + batch]
         labels = split.labels[start:start + batch]
         lr = np.stack([imageops.downsample(im, scale) for im in hr])
         images = method_images(hr, lr, scale, sr_fns, device)
-        preds = {name: _predict(sr_seg_fn if name in sr_fns else seg_fn, im, None, scale,
-                                device) for name, im in images.items()}
+        preds = {name: _predict(seg_for(name), im, None, scale, device)
+                 for name, im in images.items()}
         for name in sr_fns if pyramid_reuse else ():  # as deployed: SR frame + LR pyramid
             preds[f'{name}_nopyr'] = preds[name]
-            preds[name] = _predict(sr_seg_fn, images[name], lr, scale, device)
+            preds[name] = _predict(seg_for(name), images[name], lr, scale, device)
             images[f'{name}_nopyr'] = images[name]
         for name in _ordered(preds, sr_fns):
             st = stats.setdefault(name, MethodStats(split.num_classes, split.ignore_index))
@@ -166,7 +169,7 @@ def _accumulate(st: MethodStats, pred: np.ndarray, hr_pred: np.ndarray, labels: 
 
 def load_sr_seg(models_dir: str, scale: int, device: torch.device, seg: SegModel,
                 seg_model: Optional[str] = None) -> Optional[SegModel]:
-    """The folder's `seg_icnet_x{S}.pt` (`cloudseg adapt`) for the SR rows, or None;
+    """The folder's `seg_icnet_x{S}.pt` (`cloudseg adapt`) for the aware SR rows, or None;
     SegModelError unless it labels `seg`'s classes. Not with an explicit `seg_model` (the
     folder's were adapted from another net)."""
     path = seg_scale_checkpoints(models_dir, seg_model).get(scale)
@@ -174,8 +177,8 @@ def load_sr_seg(models_dir: str, scale: int, device: torch.device, seg: SegModel
         return None
     sr_seg = load_seg_model(path, device)
     require_same_classes(sr_seg, seg)
-    print(f'eval: SR rows segmented with {path} (HR, interpolations and the agreement '
-          f'reference with {seg.path})', flush=True)
+    print(f'eval: {ADAPTED_SR_ROW} rows segmented with {path} (the other rows and the '
+          f'agreement reference with {seg.path})', flush=True)
     return sr_seg
 
 

@@ -45,7 +45,8 @@ def test_bad_server_pools_are_refused_with_a_reason(values, reason):
 
 @pytest.mark.parametrize('changes, expected', [
     ({}, {2: 'seg_icnet_x2.pt'}),
-    ({'sr_variant': 'bilinear'}, {}),  # tuned to the folder's SR output, not to bilinear
+    ({'sr_variant': 'bilinear'}, {}),  # tuned to the folder's aware SR output, not to bilinear
+    ({'sr_variant': 'base'}, {}),  # nor to the base CARN-M's
     ({'seg_model': 'other.pt'}, {}),  # adapted from the folder's net, not from this one
 ])
 def test_models_dir_per_scale_segmentation_nets_reach_the_engine(tmp_path, changes, expected):

@@ -182,10 +182,11 @@ def test_every_nth_keeps_frames_labels_and_stems_together():
 
 
 def test_sr_rows_use_the_sr_segmentation_net_and_hr_stays_the_reference():
-    result = evaluate.evaluate_split(_split(), 2, threshold_seg, {'sr_aware': bilinear_sr(2)},
-                                     torch.device('cpu'), sr_seg_fn=constant_seg)
+    sr_fns = {'sr_base': bilinear_sr(2), 'sr_aware': bilinear_sr(2)}
+    result = evaluate.evaluate_split(_split(), 2, threshold_seg, sr_fns, torch.device('cpu'),
+                                     sr_seg_fn=constant_seg)
     methods = result['methods']
-    for name in ('hr', 'bilinear', 'bicubic'):
+    for name in ('hr', 'bilinear', 'bicubic', 'sr_base', 'sr_base_nopyr'):  # not adapted to
         assert methods[name]['miou'] == pytest.approx(1.0)
     for name in ('sr_aware', 'sr_aware_nopyr'):  # constant class 0 against the exact HR mask
         assert methods[name]['miou'] == pytest.approx(0.25)
@@ -200,7 +201,7 @@ def test_cli_segments_sr_rows_with_the_folders_adapted_net(tmp_path, capsys):
             str(tmp_path / 'r.json'), '--models', str(models), '--device', 'cpu']
     (models / 'seg_icnet_x2.pt').write_bytes((models / 'seg_icnet.pt').read_bytes())
     assert evaluate.main(args) == 0
-    assert 'SR rows segmented with' in capsys.readouterr().out
+    assert 'sr_aware rows segmented with' in capsys.readouterr().out
     five_classes = build_model('icnet', {'num_classes': 5, 'width': 4})
     save_checkpoint(models / 'seg_icnet_x2.pt', five_classes, 'icnet')
     assert evaluate.main(args) == 2

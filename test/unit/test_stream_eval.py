@@ -407,6 +407,7 @@ def test_engine_factory_serves_a_per_scale_segmentation_net(tiny_models, tmp_pat
     aware, bilinear = CloudVariant('aware', True), CloudVariant('bilinear', False)
     assert sorted(factory(aware).seg_scale_models) == [2]
     assert factory(bilinear).seg_scale_models == {}  # tuned to the folder's SR, not bilinear
+    assert factory(CloudVariant('base', True)).seg_scale_models == {}  # nor to base CARN-M
     assert seg_scale_file(2) in factory.identity(aware, 2)
     assert seg_scale_file(2) not in factory.identity(aware, 4)
     assert seg_scale_file(2) not in factory.identity(aware, 1)
