@@ -11,8 +11,10 @@ from typing import Iterator, List, Optional
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.tif', '.tiff')
-VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.avi', '.mov', '.webm', '.h264', '.m4v')
+# The one list of readable frame files and videos: the replay camera, bench-stream and the
+# training tools (adapt, train-sr) must agree on which frames a folder holds.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.ppm', '.tif', '.tiff')
+VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.avi', '.mov', '.webm', '.h264', '.m4v', '.ts')
 
 
 class SourceError(RuntimeError):
@@ -34,6 +36,16 @@ def _image_folder_of(path: str) -> str:
     return images if os.path.isdir(images) else path
 
 
+def frame_files(path: str) -> List[str]:
+    """The frames of an image folder in stream order.
+
+    A CamVid split's `images/` sub-folder when there is one, else every image under `path`
+    (recursively), sorted by path. Every tool that numbers a folder's frames (the replay
+    camera, bench-stream's --skip-frames, adapt's held-out split) lists them here.
+    """
+    return list_images(_image_folder_of(path))
+
+
 class FrameSource:
     """Reads RGB frames one at a time from a video file or an image folder, optionally looping."""
 
@@ -47,7 +59,7 @@ class FrameSource:
         self._capture = None
         self._index = 0
         if os.path.isdir(path):
-            self._files = list_images(_image_folder_of(path))
+            self._files = frame_files(path)
             if not self._files:
                 raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under '{path}'")
         else:

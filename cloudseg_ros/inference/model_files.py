@@ -49,11 +49,13 @@ def seg_scale_checkpoints(models_dir: str, seg_model: Optional[str] = None,
 
     None when a segmentation model is named explicitly (the folder's nets were adapted from
     another one) or when SR is not the folder's aware net (`adapt` distils them on the output
-    of the aware SR it adapts; base CARN-M or bilinear frames look different).
+    of the aware SR it adapts; base CARN-M or bilinear frames look different). A net whose
+    scale has no aware SR in the folder is left out too: no frame would ever reach it.
     """
     if seg_model or sr_variant != 'aware':
         return {}
-    found = {s: os.path.join(models_dir, seg_scale_file(s)) for s in scales}
+    served = sr_checkpoints(models_dir, 'aware', scales)
+    found = {s: os.path.join(models_dir, seg_scale_file(s)) for s in served}
     return {s: p for s, p in found.items() if os.path.isfile(p)}
 
 

@@ -39,7 +39,7 @@ from cloudseg_ros.core.edge_pipeline import EdgeConfig, EdgePipeline
 from cloudseg_ros.core.metrics import IGNORE_INDEX, RunningConfusion
 from cloudseg_ros.core.profile import ProfileEntry, StreamConfig
 from cloudseg_ros.core.receiver import FrameMeta, ReceiveError, StreamReceiver
-from cloudseg_ros.core.sources import SourceError, list_images, open_source
+from cloudseg_ros.core.sources import SourceError, frame_files, open_source
 from cloudseg_ros.training.progress import Progress, format_duration
 
 DEFAULT_FPS = 15.0
@@ -130,9 +130,7 @@ def _read_labels(path: str, label_dir: str, frames: List[np.ndarray],
                    for name in sorted(os.listdir(label_dir))
                    if name.lower().endswith(LABEL_EXTENSIONS)}
     if os.path.isdir(path):
-        images_dir = os.path.join(path, 'images')
-        images = list_images(images_dir if os.path.isdir(images_dir) else path)
-        kept = images[skip_frames:skip_frames + len(frames)]
+        kept = frame_files(path)[skip_frames:skip_frames + len(frames)]
         stems = [os.path.splitext(os.path.basename(p))[0] for p in kept]
     else:
         stems = sorted(label_files)[skip_frames:skip_frames + len(frames)]

@@ -12,10 +12,10 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from cloudseg_ros.core.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, frame_files
+
 CAMVID_IGNORE_INDEX = 11
 CITYSCAPES_IGNORE_INDEX = 255
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.h264', '.ts')
 
 # Cityscapes labelIds -> trainIds (the official 19-class table of cityscapesScripts' labels.py);
 # every id not listed maps to the ignore index.
@@ -180,14 +180,6 @@ def load_seg_split(root: str, split: str, dataset: str = 'camvid',
     return SegSplit(images, labels, names, ignore, stems)
 
 
-def list_images(folder: str) -> List[str]:
-    """Image files directly in `folder`, or in its `images/` subfolder (camvid11 layout)."""
-    if os.path.isdir(os.path.join(folder, 'images')):
-        folder = os.path.join(folder, 'images')
-    return [os.path.join(folder, n) for n in sorted(os.listdir(folder))
-            if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
-
-
 def read_video_frames(path: str, max_frames: Optional[int] = None,
                       stride: int = 1) -> List[np.ndarray]:
     """Decode every `stride`-th frame of a video as RGB (PyAV when installed, else OpenCV)."""
@@ -224,7 +216,7 @@ def load_frames(source: str, max_frames: Optional[int] = None,
         if os.path.splitext(source)[1].lower() not in VIDEO_EXTENSIONS:
             raise ValueError(f'{source}: not a video file ({", ".join(VIDEO_EXTENSIONS)})')
         return read_video_frames(source, max_frames, stride)
-    paths = list_images(source)[::max(1, stride)]
+    paths = frame_files(source)[::max(1, stride)]
     if max_frames:
         paths = paths[:max_frames]
     if not paths:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cloudseg_ros.core import imageops
+from cloudseg_ros.core.sources import FrameSource
 from cloudseg_ros.nets.checkpoint import build_model, load_checkpoint
 from cloudseg_ros.training import common, config, datasets, losses
 from cloudseg_ros.training.augment import (area_downsample, color_cast, cutmix, seg_augment,
@@ -132,6 +133,21 @@ def test_frames_from_folder_and_video(tmp_path):
     assert len(got) == 4 and got[0].shape == (16, 24, 3)
     assert [g.shape for g in datasets.group_by_size(frames + [np.zeros((8, 8, 3), np.uint8)])] \
         == [(4, 16, 24, 3), (1, 8, 8, 3)]
+
+
+def test_training_sees_the_frames_the_replay_camera_streams(tmp_path):
+    # adapt's held-out split is replayed by bench-stream --skip-frames: both must number a
+    # nested folder's frames alike (the training side once listed only the top level).
+    for sub, shade in (('b_cam', 200), ('a_cam', 100)):
+        (tmp_path / sub).mkdir()
+        for i in range(2):
+            lossless = [cv2.IMWRITE_WEBP_QUALITY, 101]
+            cv2.imwrite(str(tmp_path / sub / f'{i}.webp'), np.full((8, 8, 3), shade + i, np.uint8),
+                        lossless)
+    loaded = [int(f[0, 0, 0]) for f in datasets.load_frames(str(tmp_path))]
+    source = FrameSource(str(tmp_path), loop=False)
+    streamed = [int(source.read()[0, 0, 0]) for _ in range(4)]
+    assert loaded == streamed == [100, 101, 200, 201]
 
 
 # --- augmentation -------------------------------------------------------------------------------
