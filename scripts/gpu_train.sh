@@ -5,6 +5,7 @@
 #   UNLABELED=video bash scripts/gpu_train.sh fine-head
 #   bash scripts/gpu_train.sh recipe-holdout 'cutmix_prob=0.5' 'cutmix_prob=0.5 gamma=0.3' ...
 #   INPUT=video SCALE=4 bash scripts/gpu_train.sh adapt-stream
+#   NEW_DRIVE=0006R0 SCALE=4 BENCH_ARGS='--fps 1 ...' bash scripts/gpu_train.sh new-drive
 #
 # Runs from the repository root with the CamVid copy carried in .data/camvid11 and the package
 # imported from the source tree (no ROS venv there). Finished weights and logs go to $OUT
@@ -12,7 +13,7 @@
 # Time budgets (seconds of training loop, evaluation and loading excluded) are env overrides:
 #   SEG_BUDGET (default 420), SR_BUDGET (150), FT_BUDGET (150).
 set -euo pipefail
-stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship|fine-head|recipe-holdout|adapt-stream}
+stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship|fine-head|recipe-holdout|adapt-stream|new-drive}
 OUT=${OUT:-out/device}
 WORK=${WORK:-/tmp/cloudseg_work}
 DATA=${DATA:-.data/camvid11}
@@ -143,6 +144,7 @@ recipe_holdout_stage() {  # one held-out (0006R0) run per recipe argument ("k=v 
 adapt_stream_stage() {
   local input=${INPUT:?INPUT} scale=${SCALE:-4} device=${DEVICE:-cuda} adapted=$WORK/adapted
   cli adapt --input "$input" --scale "$scale" --out "$adapted" --device "$device" \
+    --models "${MODELS:-models}" \
     --set holdout_frac=0.3 --set time_budget_s="${ADAPT_BUDGET:-60}" ${ADAPT_SET:-} \
     2>&1 | tee "$OUT/adapt.log" | grep -v "^adapt[-a-z]* [0-9]*/"
   cp "$adapted/adapt.json" "$OUT/"
@@ -161,7 +163,42 @@ adapt_stream_stage() {
   done
 }
 
+# A labelled drive as the "new camera": segmentation and SR (base + aware, x$SCALE) trained
+# without drive $NEW_DRIVE, then adapt-stream on that drive's frames, whose labels give the
+# labelled mIoU of every bench-stream point before and after adapting. The drive's frames are
+# 1 s apart, so the clip streams at 1 fps.
+new_drive_stage() {
+  local drive=${NEW_DRIVE:-0006R0} scale=${SCALE:-4} root=$WORK/new_drive
+  robust_logs
+  "$PY" - "$DATA" "$root" "$drive" <<'PYEOF'
+import csv, os, sys
+data, root, drive = sys.argv[1:]
+seqs = {r['stem']: r['sequence'] for r in csv.DictReader(open(os.path.join(data, 'frames.csv')))}
+for sub in ('images', 'labels'):
+    for dest in (f'{root}/known/camvid11/train/{sub}', f'{root}/clip/{sub}'):
+        os.makedirs(dest, exist_ok=True)
+    for name in sorted(os.listdir(f'{data}/train/{sub}')):
+        stem = os.path.splitext(name)[0]
+        dest = 'clip' if seqs[stem] == drive else 'known/camvid11/train'
+        os.symlink(os.path.abspath(f'{data}/train/{sub}/{name}'), f'{root}/{dest}/{sub}/{name}')
+for name in ('val', 'classes.txt', 'frames.csv'):
+    os.symlink(os.path.abspath(f'{data}/{name}'), f'{root}/known/camvid11/{name}')
+PYEOF
+  DATA=$root/known/camvid11 seg_stage "${SEG_BUDGET:-120}" "$WORK/seg_known" \
+    "${ROBUST_SEG[@]}" ${SEG_SET:-} 2>&1 | tee "$logs/seg_known.log" | grep "eval\|done"
+  mkdir -p "$root/models"
+  cp "$WORK/seg_known/last.pt" "$root/models/seg_icnet.pt"
+  DATA=$root/known/camvid11 sr_chain "$scale" "${SR_BUDGET:-45}" "${FT_BUDGET:-35}" \
+    "$root/models/seg_icnet.pt" 2>&1 | tee "$logs/sr_known.log" | grep "done at\|blend"
+  cp "$WORK/sr_x$scale/last.pt" "$root/models/sr_carnm_x$scale.pt"
+  cp "$WORK/sr_x${scale}_aware/last.pt" "$root/models/sr_carnm_x${scale}_aware.pt"
+  INPUT=$root/clip MODELS=$root/models adapt_stream_stage
+}
+
 case $stage in
+  new-drive)
+    new_drive_stage
+    ;;
   adapt-stream)
     adapt_stream_stage
     ;;
