@@ -104,6 +104,10 @@ class AdaptConfig(FinetuneConfig):
     # frames of device memory (1.5 GB for 140 frames of 1280x720).
     seg_full_weight: float = 4.0
     seg_full_variants: int = 4
+    # With held-out frames, write only the stages that raised held-out agreement at the adapted
+    # scale (false: every stage as trained). On a new CamVid drive whose frames lie 1 s apart
+    # both stages lowered it (models/MODEL_CARD.md); the folder then serves the source's nets.
+    keep_best: bool = True
 
 
 @dataclass
@@ -306,16 +310,22 @@ def full_resolution_agreement(seg: SegModel, holdout: Sequence[Holdout], cfg: Ad
     return out
 
 
-def export_models(out_dir: str, sr_net: nn.Module, cfg: AdaptConfig, step: int,
+def export_models(out_dir: str, sr_net: Optional[nn.Module], cfg: AdaptConfig, step: int,
                   metrics: Dict[str, float], seg_net: Optional[SegModel] = None,
                   seg_step: int = 0) -> List[str]:
-    """Write the adapted SR (and seg net, if adapted), copy the rest; returns the names."""
+    """Write the adapted SR (the source's when `sr_net` is None) and seg net, if adapted,
+    copy the rest; returns the names."""
     source = os.path.dirname(cfg.sr_checkpoint)
     adapted, seg_name = model_files.sr_file(cfg.scale, 'aware'), adapted_seg_file(cfg)
-    save_net(os.path.join(out_dir, adapted), sr_net, 'carn', None, step, metrics,
-             config_dict(cfg), cfg.half_weights)
-    written = [adapted] + _copy_other_scales(source, out_dir, (adapted, seg_name))
-    if seg_net is None and serves_beside_original(cfg) \
+    if sr_net is None:
+        shutil.copy2(cfg.sr_checkpoint, os.path.join(out_dir, adapted))
+    else:
+        save_net(os.path.join(out_dir, adapted), sr_net, 'carn', None, step, metrics,
+                 config_dict(cfg), cfg.half_weights)
+    # The source's net for this scale was adapted to the source's SR: it goes with that SR.
+    replaced_sr = (adapted, seg_name) if sr_net is not None else (adapted,)
+    written = [adapted] + _copy_other_scales(source, out_dir, replaced_sr)
+    if seg_net is None and sr_net is not None and serves_beside_original(cfg) \
             and os.path.isfile(os.path.join(source, seg_name)):
         print(f'adapt: {os.path.join(source, seg_name)} not copied: it was adapted to the SR '
               f'net this run replaces (scale {cfg.scale} is served with '
@@ -439,22 +449,28 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
             student, seg, sr_net, pools, lambda: agreement(sr_net, student, holdout, cfg, device),
             cfg, device, work, resume)
         metrics = full_resolution_as_served(metrics, before, cfg)
-    metrics = {**metrics, **blend, 'lambda': lam.value}
-    warnings = adapt_warnings(before, sr_stage, metrics, cfg, student is not None, bool(held))
-    written = export_models(out_dir, sr_net, cfg, state.step, metrics, student, seg_state.step)
+    stages = {'source': before, 'sr': {**sr_stage, **blend, 'lambda': lam.value}}
+    if student is not None:
+        stages['sr+seg'] = {**metrics, **blend, 'lambda': lam.value}
+    kept = kept_stage(stages, cfg.keep_best and bool(held))
+    metrics = stages[kept]  # what the folder serves
+    warnings = adapt_warnings(stages, kept, cfg, bool(held))
+    written = export_models(out_dir, sr_net if kept != 'source' else None, cfg, state.step,
+                            metrics, student if kept == 'sr+seg' else None, seg_state.step)
     write_report(out_dir, {
         'source_models': os.path.dirname(cfg.sr_checkpoint), 'seg_model': cfg.seg_checkpoint,
         'input': cfg.extra_frames, 'scale': cfg.scale, 'frames_train': len(train_frames),
         'frames_holdout': len(held), 'holdout_frac': cfg.holdout_frac, 'steps': state.step,
-        'train_s': round(state.elapsed_s, 1), 'seg_adapted': student is not None,
+        'train_s': round(state.elapsed_s, 1), 'seg_adapted': kept == 'sr+seg',
         'seg_steps': seg_state.step, 'seg_train_s': round(seg_state.elapsed_s, 1),
+        'kept': kept, 'stages': stages,
         'before': before, 'after': metrics, 'sr_stage': sr_stage,
         'blend_alpha': blend.get('blend_alpha'), 'psnr_drop_db': blend.get('train_psnr_drop'),
         'eval_codecs': list(eval_codecs(cfg)), 'h264_preset': cfg.h264_preset,
         'warnings': warnings, 'files': written})
     print(f'adapt: done (SR {state.step} steps in {state.elapsed_s:.0f}s, segmentation'
-          f' {seg_state.step} steps in {seg_state.elapsed_s:.0f}s); after: {_fmt(metrics)}'
-          f' (before: {_fmt(before)}); wrote {out_dir}', flush=True)
+          f' {seg_state.step} steps in {seg_state.elapsed_s:.0f}s); kept {kept}; after:'
+          f' {_fmt(metrics)} (before: {_fmt(before)}); wrote {out_dir}', flush=True)
     if held:
         print('adapt: to stream the held-out frames (against --models of the source for the '
               f'baseline): {held_out_stream_command(cfg, out_dir, len(train_frames), len(held))}',
@@ -462,15 +478,40 @@ def run(cfg: AdaptConfig, out_dir: str, device: torch.device, resume: bool) -> i
     return 0
 
 
-def adapt_warnings(before: Dict[str, float], sr_stage: Dict[str, float],
-                   after: Dict[str, float], cfg: AdaptConfig, seg_adapted: bool,
+STAGES = ('source', 'sr', 'sr+seg')  # what an output folder can serve, least changed first
+
+
+def kept_stage(stages: Dict[str, Dict[str, float]], choose: bool) -> str:
+    """The stage whose nets go into the output folder.
+
+    `stages` maps 'source' / 'sr' / 'sr+seg' (those that ran, in that order) to their held-out
+    metrics. Without `choose` (no held-out frames, or keep_best off): the last stage. Else the
+    highest held-out `agree_miou`; a tie goes to the less changed stage. Picking on the frames
+    that also report the gain makes that gain a little optimistic (one pick among <= 3).
+    """
+    ran = [name for name in STAGES if name in stages]
+    if not choose or any('agree_miou' not in stages[name] for name in ran):
+        return ran[-1]
+    return max(ran, key=lambda name: (stages[name]['agree_miou'], -ran.index(name)))
+
+
+def adapt_warnings(stages: Dict[str, Dict[str, float]], kept: str, cfg: AdaptConfig,
                    checked: bool) -> List[str]:
-    """Every warning of the run, printed (adapt.json keeps them): full-resolution drift, and a
-    segmentation stage that went unchecked or lowered the held-out agreement."""
+    """Every warning of the run, printed (adapt.json keeps them): full-resolution drift, a
+    segmentation stage that went unchecked or lowered the held-out agreement, and stages
+    left out of the folder because they lowered it."""
+    before, sr_stage, after = stages['source'], stages['sr'], stages[kept]
     warnings = full_resolution_warnings(before, after)
-    if seg_adapted:
+    if 'sr+seg' in stages:
         beside = adapted_seg_file(cfg) if serves_beside_original(cfg) else None
-        warnings += seg_stage_warnings(sr_stage, after, checked, beside)
+        warnings += seg_stage_warnings(sr_stage, stages['sr+seg'], checked, beside,
+                                       written=kept == 'sr+seg')
+    if kept == 'source' and len(stages) > 1:
+        trained = ', '.join(f'{name} {stages[name]["agree_miou"]:.4f}'
+                            for name in STAGES[1:] if name in stages)
+        warnings.append(f'no stage raised held-out agreement (agree_miou source '
+                        f'{before["agree_miou"]:.4f}; {trained}): the folder serves the '
+                        f'source\'s nets unchanged (--set keep_best=false writes them anyway)')
     for warning in warnings:
         print(f'adapt: warning: {warning}', flush=True)
     return warnings
@@ -522,7 +563,7 @@ def full_resolution_warnings(before: Dict[str, float], after: Dict[str, float],
 
 
 def seg_stage_warnings(sr_stage: Dict[str, float], after: Dict[str, float], checked: bool,
-                       beside: Optional[str] = None) -> List[str]:
+                       beside: Optional[str] = None, written: bool = True) -> List[str]:
     """Whether the segmentation stage helped the adapted scale on held-out frames, or went
     unchecked.
 
@@ -530,10 +571,12 @@ def seg_stage_warnings(sr_stage: Dict[str, float], after: Dict[str, float], chec
     over-fitted and made nearby frames worse (models/MODEL_CARD.md), while the SR stage alone
     was neutral; the held-out frames are the only check `adapt` has. `beside` names the
     adapted net when it went beside the original (removing it restores the original).
+    `written` False: keep_best left the stage's net out of the folder.
     """
-    fix = 'adapt with --set seg_steps=0' + (
-        f', or remove {beside} from the folder to serve that scale with the original net'
-        if beside else '')
+    remove = (f', or remove {beside} from the folder to serve that scale with the original net'
+              if beside else '')
+    fix = 'adapt with --set seg_steps=0' + remove if written else \
+        'its net was not written (keep_best)'
     if not checked:
         return ['the segmentation stage ran without held-out frames, so nothing checked it; on '
                 'frames the nets were trained on it over-fits: adapt with --set '

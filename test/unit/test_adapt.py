@@ -64,7 +64,8 @@ def frames_dir(tmp_path_factory):
 
 def _args(models_dir, frames_dir, out, steps):
     sets = [f'steps={steps}', 'log_every=1', 'eval_every=0', 'batch_size=2', 'codec_variants=2',
-            'holdout_frac=0.25', 'blend_frames=4', 'lr=3e-3', 'seg_steps=0']
+            'holdout_frac=0.25', 'blend_frames=4', 'lr=3e-3', 'seg_steps=0',
+            'keep_best=false']  # these tests check what training writes; keep_best has its own
     return (['--input', frames_dir, '--scale', '2', '--models', models_dir, '--out', out,
              '--device', 'cpu'] + [a for s in sets for a in ('--set', s)])
 
@@ -269,6 +270,45 @@ def test_a_segmentation_stage_that_lowers_or_skips_the_held_out_check_is_announc
     assert 'remove' not in adapt.seg_stage_warnings(sr_stage, worse, True)[0]  # replaced net
     [unchecked] = adapt.seg_stage_warnings({}, {}, checked=False)
     assert 'without held-out frames' in unchecked and 'holdout_frac' in unchecked
+
+
+def test_kept_stage_is_the_best_held_out_one_and_ties_go_to_the_least_changed():
+    source, sr, seg = {'agree_miou': 0.60}, {'agree_miou': 0.62}, {'agree_miou': 0.61}
+    assert adapt.kept_stage({'source': source, 'sr': sr, 'sr+seg': seg}, True) == 'sr'
+    assert adapt.kept_stage({'source': source, 'sr': sr, 'sr+seg': seg}, False) == 'sr+seg'
+    assert adapt.kept_stage({'source': sr, 'sr': source}, True) == 'source'
+    assert adapt.kept_stage({'source': sr, 'sr': dict(sr)}, True) == 'source'  # a tie
+    assert adapt.kept_stage({'source': {}, 'sr': {}}, True) == 'sr'  # nothing held out
+
+
+def test_stages_left_out_of_the_folder_are_announced():
+    cfg = adapt.AdaptConfig(scale=4, seg_checkpoint='/m/seg_icnet.pt')
+    stages = {'source': {'agree_miou': 0.62}, 'sr': {'agree_miou': 0.61},
+              'sr+seg': {'agree_miou': 0.60}}
+    seg_warning, source_warning = adapt.adapt_warnings(stages, 'source', cfg, True)
+    assert 'lowered held-out agreement' in seg_warning and 'not written' in seg_warning
+    assert 'source 0.6200; sr 0.6100, sr+seg 0.6000' in source_warning
+    assert 'keep_best=false' in source_warning
+    [kept_anyway] = adapt.adapt_warnings(stages, 'sr+seg', cfg, True)
+    assert 'remove seg_icnet_x4.pt' in kept_anyway
+
+
+def test_adaptation_that_lowers_held_out_agreement_leaves_the_source_nets(
+        models_dir, frames_dir, tmp_path):
+    out = tmp_path / 'wrecked'
+    # A learning rate that wrecks the SR net, and no blend back toward the base net.
+    sets = ['lr=20', 'final_max_drop_db=0', 'keep_best=true', 'seg_steps=2', 'seg_lr=1']
+    assert adapt.main(_args(models_dir, frames_dir, str(out), 3)
+                      + [a for s in sets for a in ('--set', s)]) == 0
+    report = json.loads((out / 'adapt.json').read_text())
+    assert report['kept'] == 'source' and set(report['stages']) == {'source', 'sr', 'sr+seg'}
+    assert report['stages']['sr']['agree_miou'] < report['before']['agree_miou']
+    assert report['after'] == report['before'] and not report['seg_adapted']
+    with open(os.path.join(models_dir, 'sr_carnm_x2_aware.pt'), 'rb') as source:
+        assert (out / 'sr_carnm_x2_aware.pt').read_bytes() == source.read()
+    assert not (out / 'seg_icnet_x2.pt').exists()
+    assert any('no stage raised held-out agreement' in w for w in report['warnings'])
+    _assert_runs_in_the_engine(str(out))
 
 
 def test_adapted_net_goes_beside_the_shipped_name_and_replaces_another():
