@@ -5,7 +5,8 @@
 #   UNLABELED=video bash scripts/gpu_train.sh fine-head
 #   bash scripts/gpu_train.sh recipe-holdout 'cutmix_prob=0.5' 'cutmix_prob=0.5 gamma=0.3' ...
 #   INPUT=video SCALE=4 bash scripts/gpu_train.sh adapt-stream
-#   NEW_DRIVE=0006R0 SCALE=4 BENCH_ARGS='--fps 1 ...' bash scripts/gpu_train.sh new-drive
+#   NEW_DRIVE=0006R0 SCALE=4 BENCH_ARGS='--qualities 50 ...' bash scripts/gpu_train.sh new-drive
+#   NEW_DRIVE=0006R0 BENCH_ARGS='...' bash scripts/gpu_train.sh new-drive-bench
 #
 # Runs from the repository root with the CamVid copy carried in .data/camvid11 and the package
 # imported from the source tree (no ROS venv there). Finished weights and logs go to $OUT
@@ -13,7 +14,7 @@
 # Time budgets (seconds of training loop, evaluation and loading excluded) are env overrides:
 #   SEG_BUDGET (default 420), SR_BUDGET (150), FT_BUDGET (150).
 set -euo pipefail
-stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship|fine-head|recipe-holdout|adapt-stream|new-drive}
+stage=${1:?usage: gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship|fine-head|recipe-holdout|adapt-stream|new-drive|new-drive-bench}
 OUT=${OUT:-out/device}
 WORK=${WORK:-/tmp/cloudseg_work}
 DATA=${DATA:-.data/camvid11}
@@ -163,14 +164,10 @@ adapt_stream_stage() {
   done
 }
 
-# A labelled drive as the "new camera": segmentation and SR (base + aware, x$SCALE) trained
-# without drive $NEW_DRIVE, then adapt-stream on that drive's frames, whose labels give the
-# labelled mIoU of every bench-stream point before and after adapting. The drive's frames are
-# 1 s apart, so the clip streams at 1 fps.
-new_drive_stage() {
-  local drive=${NEW_DRIVE:-0006R0} scale=${SCALE:-4} root=$WORK/new_drive
-  robust_logs
-  "$PY" - "$DATA" "$root" "$drive" <<'PYEOF'
+# A labelled drive as a street the nets never saw: segmentation and SR trained without drive
+# $NEW_DRIVE. The drive's frames are 1 s apart, so its clip streams at 1 fps.
+split_drive() {  # $1: drive -> $root/known (camvid11 without it), $root/clip (its frames)
+  "$PY" - "$DATA" "$root" "$1" <<'PYEOF'
 import csv, os, sys
 data, root, drive = sys.argv[1:]
 seqs = {r['stem']: r['sequence'] for r in csv.DictReader(open(os.path.join(data, 'frames.csv')))}
@@ -184,20 +181,45 @@ for sub in ('images', 'labels'):
 for name in ('val', 'classes.txt', 'frames.csv'):
     os.symlink(os.path.abspath(f'{data}/{name}'), f'{root}/known/camvid11/{name}')
 PYEOF
+}
+
+known_models() {  # $@: SR scales -> $root/models, trained on $root/known only
   DATA=$root/known/camvid11 seg_stage "${SEG_BUDGET:-120}" "$WORK/seg_known" \
     "${ROBUST_SEG[@]}" ${SEG_SET:-} 2>&1 | tee "$logs/seg_known.log" | grep "eval\|done"
   mkdir -p "$root/models"
   cp "$WORK/seg_known/last.pt" "$root/models/seg_icnet.pt"
-  DATA=$root/known/camvid11 sr_chain "$scale" "${SR_BUDGET:-45}" "${FT_BUDGET:-35}" \
-    "$root/models/seg_icnet.pt" 2>&1 | tee "$logs/sr_known.log" | grep "done at\|blend"
-  cp "$WORK/sr_x$scale/last.pt" "$root/models/sr_carnm_x$scale.pt"
-  cp "$WORK/sr_x${scale}_aware/last.pt" "$root/models/sr_carnm_x${scale}_aware.pt"
+  for s in "$@"; do
+    DATA=$root/known/camvid11 sr_chain "$s" "${SR_BUDGET:-45}" "${FT_BUDGET:-35}" \
+      "$root/models/seg_icnet.pt" 2>&1 | tee "$logs/sr_known_x$s.log" | grep "done at\|blend"
+    cp "$WORK/sr_x$s/last.pt" "$root/models/sr_carnm_x$s.pt"
+    cp "$WORK/sr_x${s}_aware/last.pt" "$root/models/sr_carnm_x${s}_aware.pt"
+  done
+}
+
+new_drive_stage() {  # adapt-stream on the drive, with its labels (x$SCALE)
+  local root=$WORK/new_drive
+  robust_logs
+  split_drive "${NEW_DRIVE:-0006R0}"
+  known_models "${SCALE:-4}"
   INPUT=$root/clip MODELS=$root/models adapt_stream_stage
+}
+
+new_drive_bench_stage() {  # bench-stream of the whole drive, x2/x3/x4, with its labels
+  local root=$WORK/new_drive
+  robust_logs
+  split_drive "${NEW_DRIVE:-0006R0}"
+  known_models 2 3 4
+  cli bench-stream --input "$root/clip" --models "$root/models" --device "${DEVICE:-cuda}" \
+    --fps 1 ${BENCH_ARGS:-} --json "$OUT/bench_new_drive.json" --plot "$OUT/bench_new_drive.png" \
+    2>&1 | tee "$OUT/bench_new_drive.log" | grep -v "^points"
 }
 
 case $stage in
   new-drive)
     new_drive_stage
+    ;;
+  new-drive-bench)
+    new_drive_bench_stage
     ;;
   adapt-stream)
     adapt_stream_stage
