@@ -60,7 +60,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"cloudseg: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    # A tool names the exceptions that mean bad input (a missing file, unusable weights): the
+    # user gets the message, not a traceback. Any other exception is a bug and keeps its trace.
+    try:
+        return int(module.main(rest) or 0)
+    except getattr(module, 'USER_ERRORS', ()) as exc:
+        print(f'cloudseg {name}: {exc}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -34,10 +34,10 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from cloudseg_ros.core.profile import DEFAULT_KEY_THRESHOLD, StreamConfig
-from cloudseg_ros.tools.stream_eval import (CloudVariant, StreamEvaluator, StreamResult,
-                                            add_codec_args, add_common_args, clip_meta,
-                                            codec_settings, describe, evaluator_from_args,
-                                            models_meta, usable_scales)
+from cloudseg_ros.tools.stream_eval import (CloudVariant, StreamEvaluator, StreamInputError,
+                                            StreamResult, add_codec_args, add_common_args,
+                                            clip_meta, codec_settings, describe,
+                                            evaluator_from_args, models_meta, usable_scales)
 
 CURVES = ('full', 'downsample', 'cloudseg', 'cloudseg_selector')
 TARGET_AGREEMENT = 0.97  # <= 3 % mIoU loss vs full-resolution inference
@@ -57,6 +57,9 @@ CODEC_MARKERS = {'jpeg': 'o', 'h264': '^'}
 BILINEAR = CloudVariant('bilinear', pyramid_reuse=False)
 CLOUDSEG = CloudVariant('aware', pyramid_reuse=True)
 Job = Tuple[StreamConfig, CloudVariant]
+
+# Reported by `cloudseg` in one line with exit code 2: bad input, not a bug.
+USER_ERRORS = (StreamInputError,)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

@@ -22,12 +22,16 @@ from typing import List, Optional, Sequence
 
 from cloudseg_ros.core.profile import (DEFAULT_KEY_THRESHOLD, ProfileEntry, config_grid,
                                        pareto_front, save_profile)
-from cloudseg_ros.tools.stream_eval import (CloudVariant, StreamResult, add_codec_args,
-                                            add_common_args, clip_meta, codec_settings,
-                                            evaluator_from_args, models_meta, usable_scales)
+from cloudseg_ros.tools.stream_eval import (CloudVariant, StreamInputError, StreamResult,
+                                            add_codec_args, add_common_args, clip_meta,
+                                            codec_settings, evaluator_from_args, models_meta,
+                                            usable_scales)
 
 MAX_PLOT_LABELS = 8  # front points named on the plot
 CODEC_MARKERS = {'jpeg': 'o', 'h264': '^'}
+
+# Reported by `cloudseg` in one line with exit code 2: bad input, not a bug.
+USER_ERRORS = (StreamInputError,)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

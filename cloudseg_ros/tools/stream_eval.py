@@ -46,6 +46,11 @@ DEFAULT_FPS = 15.0
 LABEL_EXTENSIONS = ('.png', '.bmp', '.tif', '.tiff')
 
 
+class StreamInputError(ValueError):
+    """The clip, its labels or the models cannot be used: `cloudseg bench-stream` and
+    `profile` report it in one line (exit code 2), without a traceback."""
+
+
 # --------------------------------------------------------------------------------------------
 # Clips
 
@@ -76,15 +81,15 @@ def load_clip(path: str, labels: Optional[str] = None, max_frames: Optional[int]
     the split holding it); when None, a split's own `labels/` folder is used if it exists.
     Image folders play at `fps` (default 15); videos and bags (image `topic`, default the only
     one) at their stored rate unless `fps` is given.
-    Raises ValueError when the source cannot be read, or labels are missing for some frame or
-    do not match its size.
+    Raises StreamInputError (a ValueError) when the source cannot be read, or labels are
+    missing for some frame or do not match its size.
     """
     if skip_frames < 0:
-        raise ValueError(f'skip_frames must be >= 0, got {skip_frames}')
+        raise StreamInputError(f'skip_frames must be >= 0, got {skip_frames}')
     try:
         source = open_source(path, loop=False, topic=topic)
     except SourceError as err:
-        raise ValueError(str(err)) from err
+        raise StreamInputError(str(err)) from err
     try:
         frames = []
         for index, frame in enumerate(source.frames()):
@@ -99,12 +104,12 @@ def load_clip(path: str, labels: Optional[str] = None, max_frames: Optional[int]
         source.close()
     if not frames:
         after = f' after skipping {skip_frames}' if skip_frames else ''
-        raise ValueError(f'{path}: no frames{after}')
+        raise StreamInputError(f'{path}: no frames{after}')
     label_dir = _label_dir(path, labels)
     masks = None
     if label_dir is not None:
         if skipped:
-            raise ValueError(f'{path}: {skipped} unreadable frame(s); cannot pair labels')
+            raise StreamInputError(f'{path}: {skipped} unreadable frame(s); cannot pair labels')
         masks = _read_labels(path, label_dir, frames, skip_frames)
     name = os.path.basename(os.path.normpath(path))
     return Clip(frames, float(rate), name, masks)
@@ -118,7 +123,7 @@ def _label_dir(path: str, labels: Optional[str]) -> Optional[str]:
     nested = os.path.join(labels, 'labels')
     folder = nested if os.path.isdir(nested) else labels
     if not os.path.isdir(folder):
-        raise ValueError(f"labels folder '{labels}' does not exist")
+        raise StreamInputError(f"labels folder '{labels}' does not exist")
     return folder
 
 
@@ -136,14 +141,14 @@ def _read_labels(path: str, label_dir: str, frames: List[np.ndarray],
         stems = sorted(label_files)[skip_frames:skip_frames + len(frames)]
     missing = [stem for stem in stems if stem not in label_files]
     if missing or len(stems) != len(frames):
-        raise ValueError(f'{label_dir}: labels for {len(stems) - len(missing)} of '
-                         f'{len(frames)} frames (missing e.g. {missing[:3]})')
+        raise StreamInputError(f'{label_dir}: labels for {len(stems) - len(missing)} of '
+                               f'{len(frames)} frames (missing e.g. {missing[:3]})')
     masks = []
     for stem, frame in zip(stems, frames):
         mask = cv2.imread(label_files[stem], cv2.IMREAD_UNCHANGED)
         if mask is None or mask.shape[:2] != frame.shape[:2]:
-            raise ValueError(f'{label_files[stem]}: unreadable or not {frame.shape[1]}x'
-                             f'{frame.shape[0]} like its frame')
+            raise StreamInputError(f'{label_files[stem]}: unreadable or not '
+                                   f'{frame.shape[1]}x{frame.shape[0]} like its frame')
         masks.append((mask[..., 0] if mask.ndim == 3 else mask).astype(np.uint8))
     return masks
 
@@ -253,6 +258,7 @@ class ModelEngineFactory:
         from cloudseg_ros.inference.model_files import (seg_checkpoint, seg_scale_checkpoints,
                                                         sr_checkpoints)
         from cloudseg_ros.inference.seg_models import sidecar_yaml
+        from cloudseg_ros.nets.checkpoint import CheckpointError
         seg = self.seg_model or seg_checkpoint(self.models_dir)
         srs = sr_checkpoints(self.models_dir, variant.sr)
         seg_id = _file_id(seg)
@@ -266,7 +272,10 @@ class ModelEngineFactory:
             sr_mode='bilinear' if variant.sr == 'bilinear' else 'model', device=self.device,
             precision=self.precision, pyramid_reuse=variant.pyramid_reuse,
             warmup=False)  # nothing here is timed, so a warm-up would only cost time
-        engine = SegEngine(config)
+        try:
+            engine = SegEngine(config)
+        except CheckpointError as err:  # missing or unusable weights: the user's to fix
+            raise StreamInputError(str(err)) from err
         self._engines[variant] = engine
         return engine
 

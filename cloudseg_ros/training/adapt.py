@@ -47,7 +47,8 @@ from torch import nn
 from cloudseg_ros.core.metrics import RunningConfusion
 from cloudseg_ros.inference import model_files
 from cloudseg_ros.inference.seg_models import load_seg_model, SegModel, sidecar_yaml
-from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as save_net
+from cloudseg_ros.nets.checkpoint import CheckpointError, load_checkpoint
+from cloudseg_ros.nets.checkpoint import save_checkpoint as save_net
 
 from . import common
 from .adapt_seg import adapt_segmentation, student_for
@@ -404,7 +405,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cfg = build_config(args)
         return run(cfg, args.out, resolve_device(args.device), args.resume)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, OSError, CheckpointError) as exc:
         print(f'adapt: {exc}', file=sys.stderr)
         return 2
 

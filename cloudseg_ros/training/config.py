@@ -14,6 +14,8 @@ from typing import Any, Dict, Iterable, Optional, Type, TypeVar
 
 import numpy as np
 
+from cloudseg_ros.nets.checkpoint import CheckpointError
+
 T = TypeVar('T')
 
 _TRUE = {'1', 'true', 'yes', 'on'}
@@ -160,6 +162,6 @@ def run_training_command(prog: str, doc: str, config_type: Type[T], default_out:
     try:
         cfg = load_config(config_type, args.config, args.overrides)
         return run(cfg, args.out, resolve_device(args.device), args.resume)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, OSError, CheckpointError) as exc:
         print(f'{prog}: {exc}', file=sys.stderr)
         return 2

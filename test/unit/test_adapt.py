@@ -153,6 +153,11 @@ def test_command_line_keys_cannot_be_set(models_dir, frames_dir, tmp_path, capsy
         args = _args(models_dir, frames_dir, str(tmp_path / 'o'), 1) + ['--set', bad]
         assert adapt.main(args) == 2
         assert said in capsys.readouterr().err
+    no_base = tmp_path / 'no_base'  # the PSNR guard needs the base SR beside the aware one
+    shutil.copytree(models_dir, no_base)
+    (no_base / 'sr_carnm_x2.pt').unlink()
+    assert adapt.main(_args(str(no_base), frames_dir, str(tmp_path / 'o'), 1)) == 2
+    assert 'checkpoint not found: ' + str(no_base / 'sr_carnm_x2.pt') in capsys.readouterr().err
 
 
 def test_seg_stage_writes_an_adapted_segmentation_net(models_dir, frames_dir, tmp_path,

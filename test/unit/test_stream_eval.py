@@ -228,6 +228,24 @@ def test_skip_frames_must_not_be_negative(capsys):
     assert 'must be >= 0' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('tool, args, said', [
+    ('bench-stream', ['--input', '/no/such/clip', '--json', 'x.json'], "'/no/such/clip' does not"),
+    ('profile', ['--input', '/no/such/clip', '--out', 'p.yaml'], "'/no/such/clip' does not"),
+    ('bench-stream', ['--models', '/no/such/models', '--json', 'x.json', '--codecs', 'jpeg',
+                      '--qualities', '50', '--sr-scales', '2', '--downsample-scales', '2'],
+     'segmentation model not found: /no/such/models/seg_icnet.pt'),
+])
+def test_bad_input_is_one_line_and_exit_code_2_not_a_traceback(
+        tool, args, said, camvid_like, tmp_path, capsys, monkeypatch):
+    from cloudseg_ros import cli
+    monkeypatch.chdir(tmp_path)
+    if '--input' not in args:
+        args = ['--input', camvid_like] + args
+    assert cli.main([tool, '--device', 'cpu'] + args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'cloudseg {tool}: ') and said in err and 'Traceback' not in err
+
+
 def test_kbps_at_accuracy_interpolates_along_the_upper_envelope():
     curve = [(100.0, 0.90), (150.0, 0.85), (200.0, 0.96), (250.0, 0.95), (400.0, 0.99)]
     # Envelope: (100, .90) (200, .96) (400, .99); 0.97 lies a third of the way to 400.
