@@ -493,7 +493,11 @@ def kept_stage(stages: Dict[str, Dict[str, float]], choose: bool) -> str:
     ran = [name for name in STAGES if name in stages]
     if not choose or any('agree_miou' not in stages[name] for name in ran):
         return ran[-1]
-    return max(ran, key=lambda name: (stages[name]['agree_miou'], -ran.index(name)))
+
+    def score(name: str) -> Tuple[float, int]:
+        value = stages[name]['agree_miou']
+        return (value if math.isfinite(value) else -math.inf), -ran.index(name)  # NaN: worst
+    return max(ran, key=score)
 
 
 def adapt_warnings(stages: Dict[str, Dict[str, float]], kept: str, cfg: AdaptConfig,

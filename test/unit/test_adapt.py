@@ -284,6 +284,8 @@ def test_kept_stage_is_the_best_held_out_one_and_ties_go_to_the_least_changed():
     assert adapt.kept_stage({'source': sr, 'sr': source}, True) == 'source'
     assert adapt.kept_stage({'source': sr, 'sr': dict(sr)}, True) == 'source'  # a tie
     assert adapt.kept_stage({'source': {}, 'sr': {}}, True) == 'sr'  # nothing held out
+    assert adapt.kept_stage({'source': source, 'sr': {'agree_miou': float('nan')}}, True) \
+        == 'source'
 
 
 def test_stages_left_out_of_the_folder_are_announced():
