@@ -22,9 +22,14 @@ class SourceError(RuntimeError):
 
 
 def list_images(folder: str) -> List[str]:
-    """Image files under `folder` (recursively), sorted by path."""
+    """Image files under `folder` (recursively), sorted by path.
+
+    Folders named `labels` are passed over: in a dataset tree (CamVid's `<split>/labels`) they
+    hold class-id PNGs, which must never be streamed or trained on as camera frames.
+    """
     paths = []
-    for root, _, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != 'labels']
         paths += [os.path.join(root, f) for f in files
                   if f.lower().endswith(IMAGE_EXTENSIONS)]
     return sorted(paths)

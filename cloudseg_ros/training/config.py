@@ -14,8 +14,6 @@ from typing import Any, Dict, Iterable, Optional, Type, TypeVar
 
 import numpy as np
 
-from cloudseg_ros.nets.checkpoint import CheckpointError
-
 T = TypeVar('T')
 
 _TRUE = {'1', 'true', 'yes', 'on'}
@@ -159,6 +157,8 @@ def run_training_command(prog: str, doc: str, config_type: Type[T], default_out:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, default_out)
     args = parser.parse_args(None if argv is None else list(argv))
+    # Imported here, like torch in this module: `config` itself stays importable without torch.
+    from cloudseg_ros.nets.checkpoint import CheckpointError
     try:
         cfg = load_config(config_type, args.config, args.overrides)
         return run(cfg, args.out, resolve_device(args.device), args.resume)

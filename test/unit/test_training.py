@@ -144,6 +144,8 @@ def test_training_sees_the_frames_the_replay_camera_streams(tmp_path):
             lossless = [cv2.IMWRITE_WEBP_QUALITY, 101]
             cv2.imwrite(str(tmp_path / sub / f'{i}.webp'), np.full((8, 8, 3), shade + i, np.uint8),
                         lossless)
+    (tmp_path / 'a_cam' / 'labels').mkdir()  # a dataset's class-id maps are not frames
+    cv2.imwrite(str(tmp_path / 'a_cam' / 'labels' / '0.png'), np.full((8, 8), 3, np.uint8))
     loaded = [int(f[0, 0, 0]) for f in datasets.load_frames(str(tmp_path))]
     source = FrameSource(str(tmp_path), loop=False)
     streamed = [int(source.read()[0, 0, 0]) for _ in range(4)]
