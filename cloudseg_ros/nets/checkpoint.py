@@ -1,8 +1,9 @@
 """Self-describing checkpoints: save, load and rebuild any network of `nets/`.
 
 Format (docs/CONVENTIONS.md), loadable with `torch.load(path, weights_only=True)`:
-`{'format_version': 1, 'model_type': 'carn'|'icnet', 'model_config': dict, 'model': state_dict,
-'step': int, 'metrics': dict, 'train_config': dict, 'weights_dtype': 'float32'|'float16'}`.
+`{'format_version': 1, 'model_type': 'carn'|'icnet'|'fcdensenet', 'model_config': dict,
+'model': state_dict, 'step': int, 'metrics': dict, 'train_config': dict,
+'weights_dtype': 'float32'|'float16'}`.
 """
 import dataclasses
 import os
@@ -14,10 +15,12 @@ import torch
 from torch import nn
 
 from cloudseg_ros.nets.carn import CARN, CARNConfig
+from cloudseg_ros.nets.fcdensenet import FCDenseNet, FCDenseNetConfig
 from cloudseg_ros.nets.icnet import ICNet, ICNetConfig
 
 FORMAT_VERSION = 1
-MODEL_TYPES = {'carn': (CARN, CARNConfig), 'icnet': (ICNet, ICNetConfig)}
+MODEL_TYPES = {'carn': (CARN, CARNConfig), 'icnet': (ICNet, ICNetConfig),
+               'fcdensenet': (FCDenseNet, FCDenseNetConfig)}
 # Wrapper prefixes that must not reach a checkpoint: torch.compile and (Distributed)DataParallel.
 _WRAPPER_PREFIXES = ('_orig_mod.', 'module.')
 _REQUIRED_KEYS = ('format_version', 'model_type', 'model_config', 'model')
@@ -55,7 +58,10 @@ def config_from_dict(model_type: str, model_config: Optional[ConfigLike]):
 
 
 def build_model(model_type: str, model_config: Optional[ConfigLike] = None) -> nn.Module:
-    """Network of `model_type` (carn, icnet) from a config dict or dataclass; None: defaults."""
+    """Network of `model_type` (carn, icnet, fcdensenet) from a config dict or dataclass.
+
+    None: the defaults.
+    """
     config = config_from_dict(model_type, model_config)
     return MODEL_TYPES[model_type][0](config)
 

@@ -36,7 +36,8 @@ from cloudseg_ros.core.codecs import EDGE_DEFAULT_X264_PRESET
 from cloudseg_ros.core.metrics import RunningConfusion
 from cloudseg_ros.nets.checkpoint import build_model as build_net
 from cloudseg_ros.nets.checkpoint import load_checkpoint, save_checkpoint as save_net
-from cloudseg_ros.nets.icnet import HEAD_STRIDES, ICNet
+from cloudseg_ros.nets.fcdensenet import PRESETS as DENSE_PRESETS, fcdensenet_config
+from cloudseg_ros.nets.icnet import HEAD_STRIDES
 
 from . import common
 from .augment import (blur_and_noise, color_cast, cutmix, seg_augment, seg_augment_views,
@@ -59,6 +60,9 @@ class SegTrainConfig:
     val_split: str = 'val'
     max_train_items: int = 0  # 0: the whole split (small values for smoke tests)
     max_val_items: int = 0
+    arch: str = 'icnet'  # icnet | fcdensenet (FC-DenseNet, no pyramid reuse; see nets/)
+    dense_preset: str = '103'  # fcdensenet layout: 56 | 67 | 103 (Jegou et al.)
+    dense_dropout: float = 0.2  # fcdensenet dropout after every conv
     width: int = 32  # ICNetConfig.width (32 = the shipped default, ~30 ms/frame on 2 CPU cores)
     stem_blocks: int = 1
     low_blocks: int = 2
@@ -119,8 +123,11 @@ class SegTrainConfig:
     unlabeled_scale_max: float = 1.5
 
 
-def build_model(cfg: SegTrainConfig, num_classes: int) -> ICNet:
-    """Build an ICNet with the config's width and depth for `num_classes` classes."""
+def build_model(cfg: SegTrainConfig, num_classes: int) -> nn.Module:
+    """Build the config's network (`arch`) for `num_classes` classes."""
+    if cfg.arch == 'fcdensenet':
+        return build_net('fcdensenet', fcdensenet_config(cfg.dense_preset, num_classes,
+                                                         cfg.dense_dropout))
     return build_net('icnet', {'num_classes': num_classes, 'width': cfg.width,
                                'stem_blocks': cfg.stem_blocks, 'low_blocks': cfg.low_blocks,
                                'dropout': cfg.dropout, 'head_stride': cfg.head_stride})
@@ -151,6 +158,7 @@ def _degraded_views(train: SegSplit, cfg: SegTrainConfig) -> np.ndarray:
     return views
 
 
+ARCHS = ('icnet', 'fcdensenet')
 # Ranges of the drive-generalisation options: name -> (low, high), both inclusive.
 AUGMENT_RANGES = {'cutmix_prob': (0.0, 1.0), 'channel_gain': (0.0, 0.9), 'gamma': (0.0, 2.0),
                   'degraded_ce_weight': (0.0, 4.0), 'randconv_prob': (0.0, 1.0),
@@ -160,6 +168,13 @@ AUGMENT_RANGES = {'cutmix_prob': (0.0, 1.0), 'channel_gain': (0.0, 0.9), 'gamma'
 def check_augment(cfg: SegTrainConfig) -> None:
     """ConfigError for a model or augmentation option outside its range (before any data is
     loaded)."""
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f'arch must be one of {ARCHS}, got {cfg.arch!r}')
+    if cfg.arch == 'fcdensenet' and cfg.dense_preset not in DENSE_PRESETS:
+        raise ConfigError(f'dense_preset must be one of {sorted(DENSE_PRESETS)}, '
+                          f'got {cfg.dense_preset!r}')
+    if cfg.arch != 'icnet' and cfg.mixstyle_prob > 0:
+        raise ConfigError('mixstyle_prob hooks ICNet layers; use it with arch=icnet')
     if cfg.head_stride not in HEAD_STRIDES:
         raise ConfigError(f'head_stride must be one of {HEAD_STRIDES}, got {cfg.head_stride}')
     for name, (low, high) in AUGMENT_RANGES.items():
@@ -380,19 +395,19 @@ def evaluate_all(model: nn.Module, data: SegData, cfg: SegTrainConfig,
     return metrics
 
 
-def save_checkpoint(out_dir: str, model: ICNet, optimizer: torch.optim.Optimizer,
+def save_checkpoint(out_dir: str, model: nn.Module, optimizer: torch.optim.Optimizer,
                     state: common.LoopState, metrics: Dict[str, object],
                     cfg: SegTrainConfig) -> None:
     """last.pt + train_state.pt every time; best.pt when held-out (else val) mIoU improved."""
     os.makedirs(out_dir, exist_ok=True)
     train_cfg = config_dict(cfg)
-    save_net(os.path.join(out_dir, common.LAST_FILE), model, 'icnet', None, state.step,
+    save_net(os.path.join(out_dir, common.LAST_FILE), model, cfg.arch, None, state.step,
              metrics, train_cfg, cfg.half_weights)
     key = 'holdout_miou' if 'holdout_miou' in metrics else 'miou'
     miou = float(metrics.get(key, float('nan')))
     if miou == miou and miou > state.best:
         state.best = miou
-        save_net(os.path.join(out_dir, common.BEST_FILE), model, 'icnet', None, state.step,
+        save_net(os.path.join(out_dir, common.BEST_FILE), model, cfg.arch, None, state.step,
                  metrics, train_cfg, cfg.half_weights)
     common.save_train_state(out_dir, optimizer, state)
 
@@ -420,7 +435,9 @@ def run(cfg: SegTrainConfig, out_dir: str, device: torch.device, resume: bool) -
     if resume:
         state = common.load_train_state(out_dir, optimizer)
         print(f'train-seg: resumed at step {state.step}', flush=True)
-    print(f'train-seg: ICNet width {cfg.width}, '
+    name = (f'FC-DenseNet{cfg.dense_preset}' if cfg.arch == 'fcdensenet'
+            else f'ICNet width {cfg.width}')
+    print(f'train-seg: {name}, '
           f'{common.parameter_count(model) / 1e6:.2f} M parameters, device {device}', flush=True)
     forward_train = common.maybe_compile(model.forward_train, cfg.compile, device)
     ema = common.WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None

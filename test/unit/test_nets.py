@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from cloudseg_ros.nets.carn import CARN, CARNConfig, carn_m, count_parameters, densify_group_convs
 from cloudseg_ros.nets.checkpoint import (build_model, CheckpointError, load_checkpoint,
                                           save_checkpoint)
+from cloudseg_ros.nets.fcdensenet import FCDenseNet, FCDenseNetConfig, fcdensenet_config
 from cloudseg_ros.nets.icnet import area_down, fuse_batchnorm, ICNet, ICNetConfig
 
 
@@ -161,6 +162,44 @@ def test_half_weights_round_trip_is_close_and_smaller(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(x), loaded(x), atol=1e-3)
     assert half.stat().st_size < full.stat().st_size
+
+
+def tiny_fcdensenet(num_classes: int = 5) -> FCDenseNet:
+    """Two down levels of one layer each: the FC-DenseNet wiring at CI cost."""
+    return FCDenseNet(FCDenseNetConfig(num_classes=num_classes, down_layers=(1, 2),
+                                       bottleneck_layers=1, growth=4, stem=6)).eval()
+
+
+@pytest.mark.parametrize('size', [(8, 8), (30, 45), (37, 21)])
+def test_fcdensenet_pads_to_its_stride_and_returns_full_size_logits(size):
+    model = tiny_fcdensenet()
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        logits = model(x)
+        assert logits.shape == (2, 5, *size)
+        # It has no pyramid branch: a received LR frame changes nothing.
+        assert torch.equal(model(x, pyramid={4: torch.rand(2, 3, 2, 2)}), logits)
+    logits, aux = model.train().forward_train(torch.rand(1, 3, 16, 24))
+    assert logits.shape == (1, 5, 16, 24) and aux == []
+
+
+@pytest.mark.parametrize('preset,millions', [('56', 1.5), ('67', 3.5), ('103', 9.4)])
+def test_fcdensenet_presets_have_the_papers_size(preset, millions):
+    """Jegou et al. Table 2 lists 1.5 M / 3.5 M / 9.4 M parameters (CamVid, 11 classes)."""
+    model = FCDenseNet(fcdensenet_config(preset))
+    assert count_parameters(model) / 1e6 == pytest.approx(millions, rel=0.1)
+
+
+def test_fcdensenet_checkpoint_round_trip(tmp_path):
+    model = tiny_fcdensenet()
+    path = save_checkpoint(tmp_path / 'dense.pt', model, 'fcdensenet')
+    loaded, ckpt = load_checkpoint(path)
+    assert ckpt['model_type'] == 'fcdensenet' and ckpt['model_config']['down_layers'] == (1, 2)
+    x = torch.rand(1, 3, 12, 20)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    with pytest.raises(ValueError, match='preset'):
+        fcdensenet_config('42')
 
 
 def test_build_model_rejects_unknown_config_keys():

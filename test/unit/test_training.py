@@ -186,10 +186,13 @@ def test_cutmix_moves_the_same_box_in_every_view_and_the_labels():
 
 @pytest.mark.parametrize('override', ['cutmix_prob=1.5', 'channel_gain=-0.1', 'gamma=3',
                                       'degraded_ce_weight=-1', 'head_stride=2',
-                                      'randconv_prob=1.1', 'mixstyle_prob=-0.5'])
+                                      'randconv_prob=1.1', 'mixstyle_prob=-0.5', 'arch=unet',
+                                      'arch=fcdensenet dense_preset=42',
+                                      'arch=fcdensenet mixstyle_prob=0.5'])
 def test_train_seg_refuses_augmentation_out_of_range(override, capsys, tmp_path):
-    assert train_seg_main(['--out', str(tmp_path), '--device', 'cpu', '--set', override]) == 2
-    assert override.split('=')[0] in capsys.readouterr().err
+    sets = [arg for kv in override.split() for arg in ('--set', kv)]
+    assert train_seg_main(['--out', str(tmp_path), '--device', 'cpu'] + sets) == 2
+    assert override.split()[-1].split('=')[0] in capsys.readouterr().err
 
 
 def test_degraded_ce_weight_scales_only_the_degraded_views():
