@@ -208,8 +208,10 @@ def _load_icnet(path: str, device: torch.device) -> SegModel:
     """Our checkpoint (weights_only=True), with its optional YAML or the CamVid defaults."""
     model, ckpt = load_checkpoint(path, device)
     if ckpt['model_type'] != 'icnet':
+        hint = ('; serve another architecture as TorchScript or .pt2 with its YAML'
+                if ckpt['model_type'] == 'fcdensenet' else '')
         raise SegModelError(f"{path} holds a '{ckpt['model_type']}' network, expected 'icnet' "
-                            f'(a segmentation model)')
+                            f'(a segmentation model){hint}')
     num_classes = int(model.config.num_classes)
     if os.path.isfile(sidecar_yaml(path)):
         meta = read_model_yaml(path, external=False)

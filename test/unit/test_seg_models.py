@@ -206,6 +206,14 @@ def test_missing_model_or_yaml_is_a_clear_error(tmp_path):
     assert issubclass(SegModelError, CheckpointError)  # every caller already handles these
 
 
+def test_a_train_seg_fcdensenet_checkpoint_is_refused_with_the_way_to_serve_it(tmp_path):
+    dense = build_model('fcdensenet', {'num_classes': 11, 'down_layers': (1,),
+                                       'bottleneck_layers': 1, 'growth': 4, 'stem': 6})
+    path = save_checkpoint(tmp_path / 'dense.pt', dense, 'fcdensenet')
+    with pytest.raises(SegModelError, match="'fcdensenet' network, expected 'icnet'.*TorchScript"):
+        load_seg_model(path)
+
+
 @pytest.mark.parametrize('meta, match', [
     (_meta(colours=COLORS), r"unknown keys \['colours'\]"),
     (_meta(class_names=None), 'class_names must be a non-empty list of strings'),
