@@ -3,7 +3,7 @@
 #
 #   bash scripts/gpu_train.sh smoke|seg|sr|eval|robust-seg|robust-sr|unlabeled-holdout|unlabeled-ship
 #   UNLABELED=video bash scripts/gpu_train.sh fine-head
-#   bash scripts/gpu_train.sh recipe-holdout 'cutmix_prob=0.5' 'cutmix_prob=0.5 gamma=0.3' ...
+#   HOLDOUT='0006R0 0001TP 0016E5' bash scripts/gpu_train.sh recipe-holdout '' 'gamma=0.3' ...
 #   INPUT=video SCALE=4 bash scripts/gpu_train.sh adapt-stream
 #   NEW_DRIVE=0006R0 SCALE=4 BENCH_ARGS='--qualities 50 ...' bash scripts/gpu_train.sh new-drive
 #   NEW_DRIVE=0006R0 BENCH_ARGS='...' bash scripts/gpu_train.sh new-drive-bench
@@ -124,18 +124,24 @@ fine_head_stage() {  # head_stride=4: held-out run (CutMix recipe), then shippin
   done
 }
 
-recipe_holdout_stage() {  # one held-out (0006R0) run per recipe argument ("k=v k=v ...")
+recipe_holdout_stage() {  # every recipe ("k=v k=v ...") on every drive of $HOLDOUT, then a table
   robust_logs
-  local i=0 recipe sets
-  for recipe in "$@"; do
-    i=$((i + 1))
-    sets=()
-    for kv in $recipe; do sets+=(--set "$kv"); done
-    echo "recipe $i: $recipe"
-    seg_stage "${SEG_BUDGET:-150}" "$WORK/seg_recipe$i" "${ROBUST_SEG[@]}" \
-      --set holdout_sequences=0006R0 "${sets[@]}" 2>&1 \
-      | tee "$logs/seg_holdout_recipe$i.log" | grep "eval\|done"
+  local drive i recipe sets log
+  for drive in ${HOLDOUT:-0006R0}; do
+    i=0
+    for recipe in "$@"; do
+      i=$((i + 1))
+      sets=()
+      for kv in $recipe; do sets+=(--set "$kv"); done
+      log=$logs/seg_holdout_${drive}_recipe$i.log
+      echo "recipe $i on $drive: $recipe" | tee "$log"
+      seg_stage "${SEG_BUDGET:-150}" "$WORK/seg_${drive}_recipe$i" "${ROBUST_SEG[@]}" \
+        --set holdout_sequences="$drive" "${sets[@]}" 2>&1 \
+        | tee -a "$log" | grep "eval\|done"
+    done
   done
+  "$PY" -m cloudseg_ros.training.holdout_summary "$logs"/seg_holdout_*_recipe*.log \
+    | tee "$logs/holdout_summary.md"
 }
 
 # `cloudseg adapt` on $INPUT (video or image folder) with its last 30 % held out, then
