@@ -36,7 +36,7 @@ def parse_run(text: str) -> Optional[HoldoutRun]:
     header = _HEADER.search(text)
     if header is None:
         return None
-    run = HoldoutRun(recipe=header.group(3).strip() or '(defaults)', drive=header.group(2))
+    run = HoldoutRun(recipe=header.group(3).strip() or '(no overrides)', drive=header.group(2))
     done = _DONE.search(text)
     if done is not None:
         run.steps = int(done.group(1))

@@ -19,7 +19,7 @@ def test_parse_run_reads_the_end_of_a_run_and_the_last_agreement():
     assert (run.recipe, run.drive, run.steps) == ('cutmix_prob=0.5', '0001TP', 900)
     assert (run.val_miou, run.holdout_miou, run.best_holdout_miou) == (0.6, 0.31, 0.35)
     assert run.agree_jpeg50 == 0.92
-    assert parse_run(_log('', '0006R0', 0.4, 0.4, 0.9)).recipe == '(defaults)'
+    assert parse_run(_log('', '0006R0', 0.4, 0.4, 0.9)).recipe == '(no overrides)'
     assert parse_run('train-seg: done at step 3 in 1s') is None  # no header: not a recipe log
 
 
