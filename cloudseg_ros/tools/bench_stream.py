@@ -36,8 +36,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from cloudseg_ros.core.profile import DEFAULT_KEY_THRESHOLD, StreamConfig
 from cloudseg_ros.tools.stream_eval import (CloudVariant, StreamEvaluator, StreamInputError,
                                             StreamResult, add_codec_args, add_common_args,
-                                            clip_meta, codec_settings, describe,
-                                            evaluator_from_args, models_meta, usable_scales)
+                                            check_selector_settings, clip_meta, codec_settings,
+                                            describe, evaluator_from_args, models_meta,
+                                            usable_scales)
 
 CURVES = ('full', 'downsample', 'cloudseg', 'cloudseg_selector')
 TARGET_AGREEMENT = 0.97  # <= 3 % mIoU loss vs full-resolution inference
@@ -101,6 +102,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         args.codec_settings = codec_settings(args.codecs, args.qualities, args.crfs)
         args.full_codec_settings = codec_settings(args.codecs, args.full_qualities,
                                                   args.full_crfs)
+        check_selector_settings(args.selector_thresholds, args.key_threshold)
     except ValueError as err:
         parser.error(str(err))
     return args

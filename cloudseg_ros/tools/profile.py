@@ -23,9 +23,9 @@ from typing import List, Optional, Sequence
 from cloudseg_ros.core.profile import (DEFAULT_KEY_THRESHOLD, ProfileEntry, config_grid,
                                        pareto_front, save_profile)
 from cloudseg_ros.tools.stream_eval import (CloudVariant, StreamInputError, StreamResult,
-                                            add_codec_args, add_common_args, clip_meta,
-                                            codec_settings, evaluator_from_args, models_meta,
-                                            usable_scales)
+                                            add_codec_args, add_common_args,
+                                            check_selector_settings, clip_meta, codec_settings,
+                                            evaluator_from_args, models_meta, usable_scales)
 
 MAX_PLOT_LABELS = 8  # front points named on the plot
 CODEC_MARKERS = {'jpeg': 'o', 'h264': '^'}
@@ -56,6 +56,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         args.codec_settings = codec_settings(args.codecs, args.qualities, args.crfs)
+        check_selector_settings(args.thresholds, args.key_threshold, args.rates)
     except ValueError as err:
         parser.error(str(err))
     return args

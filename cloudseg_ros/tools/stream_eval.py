@@ -39,6 +39,7 @@ from cloudseg_ros.core.edge_pipeline import EdgeConfig, EdgePipeline
 from cloudseg_ros.core.metrics import IGNORE_INDEX, RunningConfusion
 from cloudseg_ros.core.profile import ProfileEntry, StreamConfig
 from cloudseg_ros.core.receiver import FrameMeta, ReceiveError, StreamReceiver
+from cloudseg_ros.core.selector import SelectorConfig
 from cloudseg_ros.core.sources import SourceError, frame_files, open_source
 from cloudseg_ros.training.progress import Progress, format_duration
 
@@ -673,6 +674,23 @@ def codec_settings(codecs: Sequence[str], jpeg_qualities: Sequence[int],
             checks[codec](value)
         settings[codec] = values[codec]
     return settings
+
+
+def check_selector_settings(useful_thresholds: Sequence[float], key_threshold: float,
+                            rates_hz: Sequence[float] = (SelectorConfig.max_rate_hz,)) -> None:
+    """ValueError before any frame is streamed when a selector setting could not run.
+
+    The robot's `SelectorConfig` checks each point when it is streamed; a useful threshold
+    above the key threshold would otherwise stop a run after minutes of finished points.
+    """
+    for useful in useful_thresholds:
+        for rate in rates_hz:
+            try:
+                SelectorConfig(useful_threshold=useful, key_threshold=key_threshold,
+                               max_rate_hz=rate).validate()
+            except ValueError as err:
+                raise ValueError(f'selector setting useful {useful:g}, key {key_threshold:g}, '
+                                 f'rate {rate:g} Hz: {err}') from err
 
 
 def usable_scales(evaluator: StreamEvaluator, variant: CloudVariant,

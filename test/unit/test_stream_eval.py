@@ -333,6 +333,19 @@ def test_codec_values_are_checked_when_parsing(capsys):
                               ).codec_settings == {'jpeg': [30, 50, 70, 90]}
 
 
+def test_selector_settings_are_checked_before_anything_streams(capsys):
+    """A useful threshold above the key threshold used to stop a run after minutes of points."""
+    with pytest.raises(SystemExit):
+        bench_stream.parse_args(['--input', 'x', '--json', 'y',
+                                 '--selector-thresholds', '0.1', '0.3'])
+    assert 'useful 0.3, key 0.2' in capsys.readouterr().err
+    assert bench_stream.parse_args(['--input', 'x', '--json', 'y', '--selector-thresholds',
+                                    '0.3', '--key-threshold', '0.5']).key_threshold == 0.5
+    with pytest.raises(SystemExit):
+        profile.parse_args(['--input', 'x', '--rates', '15', '0'])
+    assert 'max_rate_hz must be > 0' in capsys.readouterr().err
+
+
 @pytest.fixture(scope='module')
 def tiny_models_x3(tiny_models, tmp_path_factory):
     """The tiny_models weights (test/conftest.py) plus an aware CARN-M x3."""
