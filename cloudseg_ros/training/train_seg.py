@@ -17,6 +17,10 @@ drives from the training split and scores them every evaluation (`holdout_miou`)
 picks `best.pt`. `agree_jpeg50` is the agreement mIoU between the prediction on the val frames
 and on their JPEG q50 copies.
 
+Architecture: the ICNet of `nets/icnet.py` (what the cloud serves, with pyramid reuse), or
+`arch=fcdensenet` (`nets/fcdensenet.py`, FC-DenseNet56/67/103 by `dense_preset`) to compare
+another from-scratch design on the held-out drives; no auxiliary heads, no pyramid reuse.
+
 A new camera without labels (`unlabeled` = a video or image folder): its frames join every batch
 as clean + degraded views with void labels, so only the consistency term sees them
 (`seg_unlabeled`); held-out frames of that camera score `unlabeled_agree_jpeg50`.
