@@ -33,7 +33,7 @@ from cloudseg_ros.nets.checkpoint import CheckpointError, load_checkpoint
 from cloudseg_ros.nets.icnet import PYRAMID_FACTORS
 
 from .config import resolve_device
-from .datasets import SegSplit, load_seg_split
+from .datasets import SegSplit, load_seg_split, split_by_sequence
 from .progress import Progress
 
 # (B, 3, H, W) float in [0, 1], optional pyramid -> logits (B, C, H, W)
@@ -268,16 +268,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--max-frames', type=int, default=0, help='first N frames only (0: all)')
     parser.add_argument('--every', type=int, default=1,
                         help='every Nth frame only (a sample spread over all drives of a split)')
+    parser.add_argument('--sequences', default='', metavar='DRIVE[,DRIVE]',
+                        help="only these drives of the split (frames.csv 'sequence'), e.g. the "
+                             'drive a `train-seg --set holdout_sequences=...` net never saw')
     parser.add_argument('--batch', type=int, default=4, help='frames per batch')
     return parser
+
+
+def load_split(args: argparse.Namespace) -> SegSplit:
+    """The split's frames of `--sequences` (all drives by default), the first `--max-frames`."""
+    limit = args.max_frames or None
+    if not args.sequences.strip():
+        return load_seg_split(args.data, args.split, 'camvid', limit)  # reads only those
+    split = load_seg_split(args.data, args.split, 'camvid')
+    split = split_by_sequence(split, args.data, args.sequences.split(','))[1]
+    return first_n(split, limit) if limit else split
 
 
 def every_nth(split: SegSplit, n: int) -> SegSplit:
     """Every `n`th frame of a split (its first included)."""
     if n == 1:
         return split
-    return dataclasses.replace(split, images=split.images[::n], labels=split.labels[::n],
-                               stems=split.stems[::n])
+    return _frames(split, slice(None, None, n))
+
+
+def first_n(split: SegSplit, n: int) -> SegSplit:
+    """The first `n` frames of a split."""
+    return _frames(split, slice(0, n))
+
+
+def _frames(split: SegSplit, rows: slice) -> SegSplit:
+    return dataclasses.replace(split, images=split.images[rows], labels=split.labels[rows],
+                               stems=split.stems[rows])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -290,8 +312,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sr_seg = load_sr_seg(models_dir, args.scale, device, seg, args.seg_model)
         if args.every < 1:
             raise ValueError(f'--every must be >= 1, got {args.every}')
-        split = every_nth(load_seg_split(args.data, args.split, 'camvid',
-                                         args.max_frames or None), args.every)
+        split = every_nth(load_split(args), args.every)
+        if not len(split):
+            raise ValueError(f'no frames of {args.data}/{args.split} left to evaluate')
     except (CheckpointError, OSError, ValueError) as exc:
         print(f'eval: {exc}', file=sys.stderr)
         return 2
@@ -311,8 +334,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, 'w', encoding='utf-8') as f:
         json.dump(result, f, indent=2, allow_nan=False)
-    title = f'{os.path.basename(os.path.normpath(args.data))} {args.split}, x{args.scale}, ' \
-            f'{len(split)} frames'
+    drives = f' ({args.sequences})' if args.sequences.strip() else ''
+    title = f'{os.path.basename(os.path.normpath(args.data))} {args.split}{drives}, ' \
+            f'x{args.scale}, {len(split)} frames'
     table = markdown_table(result, title)
     print(table, flush=True)
     if args.md:

@@ -124,6 +124,24 @@ def test_cli_end_to_end_skips_missing_aware_weights(tmp_path, capsys):
     assert (out / 'r.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_cli_scores_only_the_drives_asked_for(tmp_path, capsys):
+    """A net trained with one drive held out is scored on that drive alone."""
+    data, models = str(tmp_path / 'data'), tmp_path / 'models'
+    _write_camvid(data, n=3)
+    with open(os.path.join(data, 'frames.csv'), 'w') as f:
+        f.write('split,stem,sequence\nval,f0,driveA\nval,f1,driveB\nval,f2,driveB\n')
+    write_tiny_models(str(models), scales=(2,), variants=('base',))
+    args = ['--data', data, '--split', 'val', '--scale', '2', '--json', str(tmp_path / 'r.json'),
+            '--models', str(models), '--device', 'cpu']
+    assert evaluate.main(args + ['--sequences', 'driveB']) == 0
+    out = capsys.readouterr().out
+    assert 'eval: 2 frames of val' in out and 'val (driveB), x2, 2 frames' in out
+    assert evaluate.main(args + ['--sequences', 'driveB', '--max-frames', '1']) == 0
+    assert 'eval: 1 frames of val' in capsys.readouterr().out
+    assert evaluate.main(args + ['--sequences', 'driveC']) == 2
+    assert "sequences ['driveC'] not in" in capsys.readouterr().err
+
+
 def test_cli_missing_seg_weights_is_a_clear_error(tmp_path, capsys):
     _write_camvid(str(tmp_path / 'data'))
     rc = evaluate.main(['--data', str(tmp_path / 'data'), '--split', 'val', '--scale', '4',
