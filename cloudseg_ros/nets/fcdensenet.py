@@ -14,7 +14,7 @@ returns to full resolution through skip connections, where ICNet classifies at 1
 - up path: 3x3 transposed conv of the previous block's new features, concatenated with the skip,
   dense block; the last block's input and output together feed the 1x1 classifier.
 
-Layer = BN-ReLU-3x3 conv-dropout with `growth` output channels. Presets: `fcdensenet_config`
+Layer = BN-ReLU-3x3 conv-dropout (element-wise) with `growth` output channels. Presets: `fcdensenet_config`
 ('56', '67', '103'). The net ignores a pyramid (the ICNet-only CloudSeg reuse of the received
 low-resolution frame); `forward` pads to a multiple of 32 and crops back.
 """
@@ -61,7 +61,9 @@ def _bn_relu_conv(c_in: int, c_out: int, k: int, dropout: float) -> nn.Sequentia
     layers: List[nn.Module] = [nn.BatchNorm2d(c_in), nn.ReLU(inplace=True),
                                nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)]
     if dropout > 0:
-        layers.append(nn.Dropout2d(dropout))
+        # Element-wise, as in the paper. The tenth session's two runs used channel dropout
+        # (Dropout2d), a stronger regulariser that may have slowed their fit (MODEL_CARD.md).
+        layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
