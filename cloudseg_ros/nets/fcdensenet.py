@@ -14,9 +14,9 @@ returns to full resolution through skip connections, where ICNet classifies at 1
 - up path: 3x3 transposed conv of the previous block's new features, concatenated with the skip,
   dense block; the last block's input and output together feed the 1x1 classifier.
 
-Layer = BN-ReLU-3x3 conv-dropout (element-wise) with `growth` output channels. Presets: `fcdensenet_config`
-('56', '67', '103'). The net ignores a pyramid (the ICNet-only CloudSeg reuse of the received
-low-resolution frame); `forward` pads to a multiple of 32 and crops back.
+Layer = BN-ReLU-3x3 conv-dropout (element-wise) with `growth` output channels. Presets:
+`fcdensenet_config` ('56', '67', '103'). The net ignores a pyramid (the ICNet-only CloudSeg
+reuse of the received low-resolution frame); `forward` pads to a multiple of 32 and crops back.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
