@@ -57,6 +57,17 @@ def fcdensenet_config(preset: str, num_classes: int = 11, dropout: float = 0.2
     return FCDenseNetConfig(num_classes, down, bottleneck, growth, 48, dropout)
 
 
+def check_config(config: FCDenseNetConfig) -> None:
+    """ValueError naming the first field that cannot build a network (e.g. from a checkpoint)."""
+    if not config.down_layers or min(config.down_layers) < 1:
+        raise ValueError(f'down_layers must list >= 1 layers per level, got {config.down_layers}')
+    for name in ('num_classes', 'bottleneck_layers', 'growth', 'stem'):
+        if getattr(config, name) < 1:
+            raise ValueError(f'{name} must be >= 1, got {getattr(config, name)}')
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f'dropout must be in [0, 1), got {config.dropout}')
+
+
 def _bn_relu_conv(c_in: int, c_out: int, k: int, dropout: float) -> nn.Sequential:
     layers: List[nn.Module] = [nn.BatchNorm2d(c_in), nn.ReLU(inplace=True),
                                nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)]
@@ -87,6 +98,7 @@ class FCDenseNet(nn.Module):
 
     def __init__(self, config: FCDenseNetConfig) -> None:
         super().__init__()
+        check_config(config)
         self.config = config
         k, p = config.growth, config.dropout
         self.register_buffer('mean', torch.tensor(_RGB_MEAN).view(1, 3, 1, 1), persistent=False)

@@ -310,8 +310,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         seg, sr_nets = load_models(models_dir, args.scale, device, args.seg_model)
         sr_seg = load_sr_seg(models_dir, args.scale, device, seg, args.seg_model)
-        if args.every < 1:
-            raise ValueError(f'--every must be >= 1, got {args.every}')
+        if args.every < 1 or args.max_frames < 0:
+            raise ValueError(f'--every must be >= 1 and --max-frames >= 0, got {args.every} '
+                             f'and {args.max_frames}')
         split = every_nth(load_split(args), args.every)
         if not len(split):
             raise ValueError(f'no frames of {args.data}/{args.split} left to evaluate')

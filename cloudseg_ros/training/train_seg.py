@@ -163,10 +163,11 @@ def _degraded_views(train: SegSplit, cfg: SegTrainConfig) -> np.ndarray:
 
 
 ARCHS = ('icnet', 'fcdensenet')
-# Ranges of the drive-generalisation options: name -> (low, high), both inclusive.
+# Ranges of the drive-generalisation and regularisation options: name -> (low, high), both
+# inclusive.
 AUGMENT_RANGES = {'cutmix_prob': (0.0, 1.0), 'channel_gain': (0.0, 0.9), 'gamma': (0.0, 2.0),
                   'degraded_ce_weight': (0.0, 4.0), 'randconv_prob': (0.0, 1.0),
-                  'mixstyle_prob': (0.0, 1.0)}
+                  'mixstyle_prob': (0.0, 1.0), 'dense_dropout': (0.0, 0.9)}
 
 
 def check_augment(cfg: SegTrainConfig) -> None:

@@ -140,6 +140,8 @@ def test_cli_scores_only_the_drives_asked_for(tmp_path, capsys):
     assert 'eval: 1 frames of val' in capsys.readouterr().out
     assert evaluate.main(args + ['--sequences', 'driveC']) == 2
     assert "sequences ['driveC'] not in" in capsys.readouterr().err
+    assert evaluate.main(args + ['--max-frames', '-1']) == 2
+    assert '--max-frames >= 0' in capsys.readouterr().err
 
 
 def test_cli_missing_seg_weights_is_a_clear_error(tmp_path, capsys):

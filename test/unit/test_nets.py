@@ -202,6 +202,22 @@ def test_fcdensenet_checkpoint_round_trip(tmp_path):
         fcdensenet_config('42')
 
 
+@pytest.mark.parametrize('bad, match', [({'down_layers': ()}, 'down_layers'),
+                                        ({'down_layers': (2, 0)}, 'down_layers'),
+                                        ({'growth': 0}, 'growth'),
+                                        ({'dropout': 1.0}, 'dropout')])
+def test_fcdensenet_config_that_cannot_build_is_a_value_error(bad, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        build_model('fcdensenet', bad)
+    # ... which a checkpoint with such a config reports as a CheckpointError, not a crash.
+    path = save_checkpoint(tmp_path / 'd.pt', tiny_fcdensenet(), 'fcdensenet')
+    raw = torch.load(path, weights_only=True)
+    raw['model_config'].update(bad)
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path)
+
+
 def test_build_model_rejects_unknown_config_keys():
     with pytest.raises(ValueError, match='colour'):
         build_model('carn', {'scale': 2, 'colour': 1})

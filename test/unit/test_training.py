@@ -188,7 +188,8 @@ def test_cutmix_moves_the_same_box_in_every_view_and_the_labels():
                                       'degraded_ce_weight=-1', 'head_stride=2',
                                       'randconv_prob=1.1', 'mixstyle_prob=-0.5', 'arch=unet',
                                       'arch=fcdensenet dense_preset=42',
-                                      'arch=fcdensenet mixstyle_prob=0.5'])
+                                      'arch=fcdensenet mixstyle_prob=0.5',
+                                      'arch=fcdensenet dense_dropout=1.5'])
 def test_train_seg_refuses_augmentation_out_of_range(override, capsys, tmp_path):
     sets = [arg for kv in override.split() for arg in ('--set', kv)]
     assert train_seg_main(['--out', str(tmp_path), '--device', 'cpu'] + sets) == 2
